@@ -1,0 +1,132 @@
+// Package backend defines the one interface both VM kinds implement: Guix
+// System VMs run by local QEMU, and microvm.nix VMs (local or on a remote
+// hypervisor). The CLI talks only to this interface.
+package backend
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/devvm/devvm/launcher/sshx"
+)
+
+// Backend manages the machines of one Vmfile.
+type Backend interface {
+	// Kind is "guix" or "microvm".
+	Kind() string
+	// Machines lists the machine names of the Vmfile (one for guix).
+	Machines() []string
+	// Build builds without starting (cached).
+	Build(ctx context.Context, opts BuildOptions) error
+	// Up builds when needed, starts and waits until SSH works.
+	Up(ctx context.Context, names []string, opts UpOptions) error
+	// Status reports each machine.
+	Status(ctx context.Context, names []string) ([]Status, error)
+	// Halt stops machines, gracefully first.
+	Halt(ctx context.Context, names []string, opts HaltOptions) error
+	// Destroy stops machines and removes everything devvm keeps for them.
+	Destroy(ctx context.Context, names []string, opts DestroyOptions) error
+	// GC removes builds no machine uses any more and collects the store.
+	GC(ctx context.Context, opts GCOptions) (*GCReport, error)
+	// SSHTarget says how to reach a machine's sshd (pinned host key).
+	SSHTarget(ctx context.Context, name string) (*sshx.Target, error)
+	// SSHConfig renders an OpenSSH stanza for a machine (pinned host key).
+	SSHConfig(ctx context.Context, name string) (string, error)
+	// Logs writes a machine's console or service log.
+	Logs(ctx context.Context, name string, opts LogOptions, w io.Writer) error
+	// Console attaches in/out to a machine's serial console.
+	Console(ctx context.Context, name string, in *os.File, out io.Writer) error
+}
+
+// BuildOptions for Build and Up.
+type BuildOptions struct {
+	Rebuild bool          // ignore the cache
+	Timeout time.Duration // 0 = the Vmfile's
+}
+
+// UpOptions for Up.
+type UpOptions struct {
+	BuildOptions
+	Timeout    time.Duration // SSH readiness; 0 = the Vmfile's boot_timeout
+	Foreground bool          // serial console on this terminal; VM stops with the command
+}
+
+// HaltOptions for Halt.
+type HaltOptions struct {
+	Force   bool          // skip the graceful steps
+	Timeout time.Duration // total bound
+}
+
+// DestroyOptions for Destroy.
+type DestroyOptions struct {
+	Force bool // no graceful halt
+	GC    bool // collect the store afterwards
+}
+
+// GCOptions for GC.
+type GCOptions struct {
+	DryRun bool
+}
+
+// GCReport says what GC removed.
+type GCReport struct {
+	Roots      []string // GC roots removed (or that would be)
+	Files      []string // other files removed (old disks)
+	FreedBytes int64    // -1 when unknown
+	StoreGC    bool     // the store's GC ran
+}
+
+// LogOptions for Logs.
+type LogOptions struct {
+	Follow bool
+	Lines  int // last N lines; 0 = all
+}
+
+// Machine states.
+const (
+	Running  = "running"
+	Stopped  = "stopped"
+	Broken   = "broken"
+	Outdated = "outdated" // only in Status.Notes / microvm
+	Failed   = "failed"
+	Starting = "starting"
+)
+
+// Status of one machine.
+type Status struct {
+	Name     string    `json:"name"`
+	Backend  string    `json:"backend"`
+	State    string    `json:"state"`
+	Reason   string    `json:"reason,omitempty"`
+	Outdated bool      `json:"outdated"`
+	PID      int       `json:"pid,omitempty"`
+	Started  time.Time `json:"started,omitempty"`
+	Uptime   string    `json:"uptime,omitempty"`
+	Accel    string    `json:"accel,omitempty"`
+	SSH      string    `json:"ssh,omitempty"`
+	Shares   []string  `json:"shares,omitempty"`
+	Forwards []string  `json:"forwards,omitempty"`
+	CPU      float64   `json:"cpu_percent,omitempty"`
+	RSS      uint64    `json:"rss_bytes,omitempty"`
+	BuildKey string    `json:"build_key,omitempty"`
+	Checkout string    `json:"checkout,omitempty"`
+	Hint     string    `json:"hint,omitempty"`
+}
+
+// UI is where commands report progress.
+type UI struct {
+	// Err receives progress and warnings (stderr).
+	Err io.Writer
+	// Terminal is true when Err is a terminal (spinners, progress bars).
+	Terminal bool
+	// In is the terminal to ask questions on (nil: never ask).
+	In *os.File
+}
+
+// Printf writes one progress line.
+func (u *UI) Printf(format string, a ...any) {
+	fmt.Fprintf(u.Err, "devvm: "+format+"\n", a...)
+}

@@ -1,0 +1,625 @@
+package vmfile
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+)
+
+// Error is a problem with one key of a Vmfile.
+type Error struct {
+	Path string // the Vmfile
+	Line int    // 0 when unknown
+	Key  string // e.g. "share[1].guest"; "" for syntax errors between keys
+	Msg  string
+}
+
+func (e *Error) Error() string {
+	loc := e.Path
+	if e.Line > 0 {
+		loc = fmt.Sprintf("%s:%d", e.Path, e.Line)
+	}
+	if e.Key == "" {
+		return fmt.Sprintf("%s: %s", loc, e.Msg)
+	}
+	return fmt.Sprintf("%s: %s: %s", loc, e.Key, e.Msg)
+}
+
+// Load reads and validates the Vmfile in dir.
+func Load(dir string) (*Vmfile, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, fmt.Errorf("finding the Vmfile: %w", err)
+	}
+	path := filepath.Join(abs, FileName)
+	data, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("no Vmfile in %s: run `devvm init` there first, or change to the checkout that has one", abs)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading the Vmfile: %w", err)
+	}
+	return Parse(path, data)
+}
+
+// Parse decodes, defaults and validates Vmfile text. path is the Vmfile's
+// path; its directory is the checkout. Parse reads nothing but file
+// metadata (the share directories, manifest.scm) and writes nothing.
+func Parse(path string, data []byte) (*Vmfile, error) {
+	if abs, err := filepath.Abs(path); err == nil {
+		path = abs
+	}
+	v := &Vmfile{Path: path, Dir: filepath.Dir(path), src: data}
+	md, err := decode(data, v)
+	if err != nil {
+		return nil, v.decodeError(err)
+	}
+	if err := v.checkKeys(md); err != nil {
+		return nil, err
+	}
+	v.SSHPortPinned = md.IsDefined("ssh", "port")
+	v.applyDefaults(md.IsDefined)
+	if err := v.validate(); err != nil {
+		return nil, err
+	}
+	return v, nil
+}
+
+// Default returns the Vmfile devvm uses for a checkout at dir whose Vmfile
+// sets nothing: what an empty Vmfile parses to, unvalidated.
+func Default(dir string) *Vmfile {
+	if abs, err := filepath.Abs(dir); err == nil {
+		dir = abs
+	}
+	v := &Vmfile{Dir: dir, Path: filepath.Join(dir, FileName)}
+	v.applyDefaults(func(...string) bool { return false })
+	return v
+}
+
+// syntaxError marks errors of the TOML syntax, as opposed to values that
+// do not fit a key.
+type syntaxError struct{ err error }
+
+func (e syntaxError) Error() string { return e.err.Error() }
+func (e syntaxError) Unwrap() error { return e.err }
+
+// decode runs the TOML decoder; a panic in it becomes an error. The text is
+// parsed on its own first, so syntax errors can be told from values that do
+// not fit (both are toml.ParseError).
+func decode(data []byte, v *Vmfile) (md toml.MetaData, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%w (%v): please report this as a devvm bug with the Vmfile attached", errDecoderCrash, r)
+		}
+	}()
+	if _, err := toml.Decode(string(data), new(map[string]any)); err != nil {
+		return toml.MetaData{}, syntaxError{err}
+	}
+	return toml.Decode(string(data), v)
+}
+
+var errDecoderCrash = errors.New("the TOML decoder crashed on this file")
+
+// keys indexes the Vmfile's keys with their lines (computed once).
+func (v *Vmfile) keys() *keyIndex {
+	if v.index == nil {
+		v.index = scanKeys(v.src)
+	}
+	return v.index
+}
+
+// KeyError returns an *Error for key (named as errors name it:
+// "ssh.port", "share[1].guest", "forward[0].host") with the line where the
+// Vmfile sets it, if it does. For problems found after loading, such as a
+// pinned port that is busy.
+func (v *Vmfile) KeyError(key, format string, a ...any) *Error {
+	return &Error{Path: v.Path, Line: v.keys().line(key), Key: key, Msg: fmt.Sprintf(format, a...)}
+}
+
+// missing is KeyError for a key that is not set, pointing at the table
+// that lacks it.
+func (v *Vmfile) missing(table, key, format string, a ...any) *Error {
+	e := v.KeyError(table+"."+key, format, a...)
+	e.Line = v.keys().line(table)
+	return e
+}
+
+// decoderKey names a key the decoder reported on a line (lastKey is its
+// names joined with dots, without indices) the way errors name keys.
+func (v *Vmfile) decoderKey(lastKey string, line int) (string, int) {
+	if lastKey == "" {
+		return "", line
+	}
+	if e, ok := v.keys().onLine(indexFree(lastKey), line); ok {
+		return e.path, line
+	}
+	return lastKey, line
+}
+
+func namesSegs(names []string) []seg {
+	out := make([]seg, len(names))
+	for i, n := range names {
+		out[i] = keySeg(n)
+	}
+	return out
+}
+
+var mismatchRe = regexp.MustCompile(`^toml: line (\d+) \(last key ("(?:[^"\\]|\\.)*")\): (.*)$`)
+
+func (v *Vmfile) decodeError(err error) error {
+	var pe toml.ParseError
+	if errors.As(err, &pe) {
+		key, line := v.decoderKey(pe.LastKey, pe.Position.Line)
+		msg := pe.Message
+		if errors.As(err, new(syntaxError)) {
+			msg = "invalid TOML: " + msg
+		}
+		return &Error{Path: v.Path, Line: line, Key: key, Msg: msg}
+	}
+	if errors.Is(err, errDecoderCrash) {
+		return &Error{Path: v.Path, Msg: err.Error()}
+	}
+	m := mismatchRe.FindStringSubmatch(err.Error())
+	if m == nil {
+		return &Error{Path: v.Path, Msg: strings.TrimPrefix(err.Error(), "toml: ")}
+	}
+	line, _ := strconv.Atoi(m[1])
+	last, uerr := strconv.Unquote(m[2])
+	if uerr != nil {
+		last = m[2]
+	}
+	key, line := v.decoderKey(last, line)
+	return &Error{Path: v.Path, Line: line, Key: key, Msg: mismatchMessage(key, m[3])}
+}
+
+var foundRe = regexp.MustCompile(`(?:TOML value has type (.+); destination has type|expected \S+ but found (.+)$)`)
+
+// mismatchMessage rewrites the decoder's "incompatible types" message in
+// TOML words, saying what the key takes.
+func mismatchMessage(key, msg string) string {
+	m := foundRe.FindStringSubmatch(msg)
+	if m == nil {
+		return msg
+	}
+	found := m[1] + m[2]
+	words := map[string]string{
+		"string": "a string", "int64": "an integer", "float64": "a float", "bool": "a boolean",
+		"time.Time": "a date/time", "[]interface {}": "an array", "map[string]interface {}": "a table",
+	}
+	if w, ok := words[found]; ok {
+		found = w
+	}
+	want := "a different type"
+	if t, ok := schemaType(indexFree(key)); ok {
+		want = describeType(t)
+	}
+	return fmt.Sprintf("wrong type: the value is %s, but this key takes %s", found, want)
+}
+
+// indexFree splits a key as errors name it into its names, dropping
+// indices. Quoted parts are kept whole.
+func indexFree(key string) []string {
+	var names []string
+	ix := scanKeys([]byte(stripIndices(key) + " = 0\n"))
+	if len(ix.entries) > 0 {
+		names = ix.entries[len(ix.entries)-1].names
+	}
+	return names
+}
+
+var indexRe = regexp.MustCompile(`\[\d+\]`)
+
+func stripIndices(key string) string { return indexRe.ReplaceAllString(key, "") }
+
+// applyDefaults fills what the Vmfile leaves out. defined reports whether
+// the Vmfile sets a key (so an explicit 0 is an error, not a default).
+// Empty strings mean "the default".
+func (v *Vmfile) applyDefaults(defined func(key ...string) bool) {
+	if v.Name == "" {
+		v.Name = SanitizeName(filepath.Base(v.Dir))
+	}
+	if v.Backend == "" {
+		v.Backend = BackendGuix
+	}
+	if !defined("memory") {
+		v.Memory = 2 * GiB
+	}
+	if !defined("cpus") {
+		v.CPUs = 2
+	}
+	if !defined("boot_timeout") {
+		v.BootTimeout = Duration(10 * time.Minute)
+	}
+	if v.SSH.User == "" {
+		v.SSH.User = "dev"
+	}
+	if !defined("ssh", "port") {
+		v.SSH.Port = DefaultSSHPort
+	}
+	if v.Guix.Command == "" {
+		v.Guix.Command = "guix"
+	}
+	if v.Guix.Config == "" {
+		v.Guix.Config = "dev-vm.scm"
+	}
+	if v.Guix.Channels == "" {
+		v.Guix.Channels = "channels.scm"
+	}
+	if v.Guix.Manifest == "" && !defined("guix", "manifest") {
+		if _, err := os.Stat(filepath.Join(v.Dir, "manifest.scm")); err == nil {
+			v.Guix.Manifest = "manifest.scm"
+		}
+	}
+	if !defined("guix", "build_timeout") {
+		v.Guix.BuildTimeout = Duration(60 * time.Minute)
+	}
+	remote := v.Backend == BackendMicroVM && v.MicroVM != nil && v.MicroVM.Remote != nil
+	if !defined("share") {
+		v.Shares = []Share{{}}
+	}
+	for i := range v.Shares {
+		s := &v.Shares[i]
+		if s.Host == "" {
+			s.Host = "."
+		}
+		if s.Guest == "" && i == 0 {
+			s.Guest = "/mnt/" + v.Name
+		}
+		if s.Tag == "" {
+			s.Tag = fmt.Sprintf("share%d", i)
+		}
+		if s.Mode == "" {
+			s.Mode = ShareVirtio
+			if remote {
+				s.Mode = ShareSSH
+			}
+		}
+	}
+	for i := range v.Forwards {
+		f := &v.Forwards[i]
+		if f.Bind == "" {
+			f.Bind = "127.0.0.1"
+		}
+		if f.Proto == "" {
+			f.Proto = "tcp"
+		}
+	}
+	if m := v.MicroVM; m != nil {
+		if m.Flake == "" {
+			m.Flake = "."
+		}
+		for name, mc := range m.Machines {
+			if mc.Config == "" {
+				mc.Config = name
+			}
+			if mc.User == "" {
+				mc.User = v.SSH.User
+			}
+			if !defined("microvm", "machines", name, "port") {
+				mc.Port = 22
+			}
+			m.Machines[name] = mc
+		}
+		if r := m.Remote; r != nil && r.Sync == "" {
+			r.Sync = "git-pull"
+		}
+	}
+}
+
+var (
+	nameRe   = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
+	userRe   = regexp.MustCompile(`^[a-z_][a-z0-9_-]{0,31}$`)
+	tagRe    = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,30}$`)
+	configRe = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_-]{0,62}$`)
+	hostRe   = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9.-]{0,252}[A-Za-z0-9])?$`)
+	destRe   = regexp.MustCompile(`^([a-z_][a-z0-9_.-]{0,31}@)?(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][A-Za-z0-9.-]{0,252})(:[0-9]{1,5})?$`)
+)
+
+// SanitizeName turns a directory name into a valid VM name: lower case,
+// runs of other characters become one '-', at most 63 bytes, "devvm" if
+// nothing is left.
+func SanitizeName(s string) string {
+	var b strings.Builder
+	dash := false
+	for _, r := range strings.ToLower(s) {
+		switch {
+		case r >= 'a' && r <= 'z', r >= '0' && r <= '9', r == '_':
+			b.WriteRune(r)
+			dash = false
+		default:
+			if !dash {
+				b.WriteByte('-')
+			}
+			dash = true
+		}
+	}
+	out := strings.Trim(b.String(), "-_")
+	if len(out) > 63 {
+		out = strings.TrimRight(out[:63], "-_")
+	}
+	if out == "" {
+		out = "devvm"
+	}
+	return out
+}
+
+// guestChar reports whether c may appear in a guest mount point (it is
+// written into dev-vm.scm and into mount options unquoted).
+func guestChar(c rune) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.ContainsRune("/._-+@", c)
+}
+
+func describeChar(c rune) string {
+	switch c {
+	case ' ':
+		return "a space"
+	case ',':
+		return "a comma"
+	case '"', '\'', '`':
+		return "a quote"
+	}
+	return fmt.Sprintf("the character %q", c)
+}
+
+// Guest directories a share may not hide.
+var (
+	reservedGuest      = []string{"/bin", "/boot", "/etc", "/home", "/lib", "/root", "/sbin", "/tmp", "/usr", "/var"}
+	reservedGuestTrees = []string{"/gnu", "/proc", "/sys", "/dev", "/run"}
+)
+
+func checkGuest(g string) string {
+	if !strings.HasPrefix(g, "/") {
+		return fmt.Sprintf("%q is not an absolute path: write where the share appears in the guest, e.g. \"/mnt/data\"", g)
+	}
+	for _, c := range g {
+		if !guestChar(c) {
+			return fmt.Sprintf("%q contains %s: the guest mount point is written into dev-vm.scm and into mount options, so use only letters, digits and / . _ - + @ (the host path may contain anything)", g, describeChar(c))
+		}
+	}
+	if filepath.Clean(g) != g {
+		return fmt.Sprintf("%q is not a clean path: write it as %q", g, filepath.Clean(g))
+	}
+	if g == "/" {
+		return "\"/\" is the guest's root: mount the share under /mnt, /srv or /home/<user>"
+	}
+	for _, r := range reservedGuest {
+		if g == r {
+			return fmt.Sprintf("%q would hide a system directory of the guest: mount the share under /mnt, /srv or /home/<user>", g)
+		}
+	}
+	for _, r := range reservedGuestTrees {
+		if g == r || strings.HasPrefix(g, r+"/") {
+			return fmt.Sprintf("%q is inside %s, which the guest system owns: mount the share under /mnt, /srv or /home/<user>", g, r)
+		}
+	}
+	return ""
+}
+
+// badText reports a string that cannot be a path or argument.
+func badText(s string) bool {
+	return strings.ContainsFunc(s, func(r rune) bool { return r < 0x20 || r == 0x7f })
+}
+
+func (v *Vmfile) validate() error {
+	if !nameRe.MatchString(v.Name) {
+		return v.KeyError("name", "%q is not a valid VM name: use lower-case letters, digits, '-' and '_' (start with a letter or digit, at most 63)", v.Name)
+	}
+	switch v.Backend {
+	case BackendGuix, BackendMicroVM:
+	default:
+		return v.KeyError("backend", "%q is not a backend devvm knows: use \"guix\" (the default) or \"microvm\"", v.Backend)
+	}
+	if v.Memory < 128*MiB {
+		return v.KeyError("memory", "%s is too little for a Linux guest: give at least \"128M\" (\"2G\" is a good start)", v.Memory)
+	}
+	if v.CPUs < 1 || v.CPUs > 256 {
+		return v.KeyError("cpus", "%d is out of range: give 1 to 256", v.CPUs)
+	}
+	if !userRe.MatchString(v.SSH.User) {
+		return v.KeyError("ssh.user", "%q is not a valid user name: lower-case letters, digits, '_' and '-', starting with a letter or '_' (default \"dev\")", v.SSH.User)
+	}
+	if v.SSH.Port < 1 || v.SSH.Port > 65535 {
+		return v.KeyError("ssh.port", "%d is out of range: give a TCP port from 1 to 65535, or remove the line to use 10022 (or the next free port)", v.SSH.Port)
+	}
+	for i, k := range v.SSH.AuthorizedKeys {
+		if strings.TrimSpace(k) == "" || badText(k) {
+			return v.KeyError(fmt.Sprintf("ssh.authorized_keys[%d]", i), "%q is neither a public key file nor a one-line public key", k)
+		}
+	}
+	for _, kv := range [][2]string{{"guix.command", v.Guix.Command}, {"guix.config", v.Guix.Config}, {"guix.channels", v.Guix.Channels}, {"guix.manifest", v.Guix.Manifest}} {
+		if badText(kv[1]) {
+			return v.KeyError(kv[0], "%q contains a control character", kv[1])
+		}
+	}
+	if err := v.validateShares(); err != nil {
+		return err
+	}
+	if err := v.validateForwards(); err != nil {
+		return err
+	}
+	if v.Backend == BackendMicroVM && (v.MicroVM == nil || len(v.MicroVM.Machines) == 0) {
+		e := v.KeyError("microvm.machines", "backend \"microvm\" needs at least one [microvm.machines.NAME] table with the VM's address")
+		if e.Line == 0 {
+			e.Line = v.keys().line("backend")
+		}
+		return e
+	}
+	if v.MicroVM != nil {
+		return v.validateMicroVM()
+	}
+	return nil
+}
+
+func (v *Vmfile) validateShares() error {
+	guests, tags := map[string]int{}, map[string]int{}
+	for i, s := range v.Shares {
+		k := fmt.Sprintf("share[%d]", i)
+		if s.Guest == "" {
+			return v.missing(k, "guest", "missing: say where the share is mounted in the guest, e.g. guest = \"/mnt/data\"")
+		}
+		if msg := checkGuest(s.Guest); msg != "" {
+			return v.KeyError(k+".guest", "%s", msg)
+		}
+		if j, dup := guests[s.Guest]; dup {
+			return v.KeyError(k+".guest", "%q is already the mount point of share[%d]: give each share its own guest path", s.Guest, j)
+		}
+		guests[s.Guest] = i
+		if !tagRe.MatchString(s.Tag) {
+			return v.KeyError(k+".tag", "%q is not a valid 9p mount tag: letters, digits, '_' and '-', starting with a letter or digit, at most 31", s.Tag)
+		}
+		if j, dup := tags[s.Tag]; dup {
+			return v.KeyError(k+".tag", "%q is already the tag of share[%d]: give each share its own tag", s.Tag, j)
+		}
+		tags[s.Tag] = i
+		if s.Mode != ShareVirtio && s.Mode != ShareSSH {
+			return v.KeyError(k+".mode", "%q is not a share mode: use \"virtio\" (QEMU serves it) or \"ssh\" (devvm serves it over SSH)", s.Mode)
+		}
+		if strings.ContainsRune(s.Host, 0) {
+			return v.KeyError(k+".host", "contains a NUL byte")
+		}
+		abs := v.Resolve(s.Host)
+		where := fmt.Sprintf("%q", s.Host)
+		if abs != s.Host {
+			where = fmt.Sprintf("%q (%s)", s.Host, abs)
+		}
+		st, err := os.Stat(abs)
+		if err != nil {
+			var pe *os.PathError
+			if errors.As(err, &pe) {
+				err = pe.Err
+			}
+			return v.KeyError(k+".host", "%s: %v: the share's host directory must exist; create it or fix the path", where, err)
+		}
+		if !st.IsDir() {
+			return v.KeyError(k+".host", "%s is not a directory: share a directory", where)
+		}
+	}
+	return nil
+}
+
+func (v *Vmfile) validateForwards() error {
+	used := map[string]string{"tcp/" + strconv.Itoa(v.SSH.Port): "ssh.port"}
+	for i, f := range v.Forwards {
+		k := fmt.Sprintf("forward[%d]", i)
+		for _, p := range []struct {
+			key  string
+			port int
+		}{{"host", f.Host}, {"guest", f.Guest}} {
+			if p.port == 0 && v.keys().line(k+"."+p.key) == 0 {
+				return v.missing(k, p.key, "missing: give the %s port, e.g. %s = 8080", p.key, p.key)
+			}
+			if p.port < 1 || p.port > 65535 {
+				return v.KeyError(k+"."+p.key, "%d is out of range: give a port from 1 to 65535", p.port)
+			}
+		}
+		if f.Proto != "tcp" && f.Proto != "udp" {
+			return v.KeyError(k+".proto", "%q is not a protocol: use \"tcp\" (the default) or \"udp\"", f.Proto)
+		}
+		if !isIPv4(f.Bind) {
+			return v.KeyError(k+".bind", "%q is not an IPv4 address: QEMU's user network forwards IPv4 only (default 127.0.0.1; \"0.0.0.0\" for all interfaces)", f.Bind)
+		}
+		pk := f.Proto + "/" + strconv.Itoa(f.Host)
+		if prev, dup := used[pk]; dup {
+			return v.KeyError(k+".host", "%s port %d is already taken by %s: pick another host port", f.Proto, f.Host, prev)
+		}
+		used[pk] = k + ".host"
+	}
+	return nil
+}
+
+func isIPv4(s string) bool {
+	parts := strings.Split(s, ".")
+	if len(parts) != 4 {
+		return false
+	}
+	for _, p := range parts {
+		n, err := strconv.Atoi(p)
+		if err != nil || n < 0 || n > 255 || p != strconv.Itoa(n) {
+			return false
+		}
+	}
+	return true
+}
+
+func (v *Vmfile) validateMicroVM() error {
+	m := v.MicroVM
+	if badText(m.Flake) {
+		return v.KeyError("microvm.flake", "%q contains a control character", m.Flake)
+	}
+	names := make([]string, 0, len(m.Machines))
+	for name := range m.Machines {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	for _, name := range names {
+		mc := m.Machines[name]
+		k := keyPath(keySeg("microvm"), keySeg("machines"), keySeg(name))
+		if !nameRe.MatchString(name) {
+			return v.KeyError(k, "%q is not a valid machine name: use lower-case letters, digits, '-' and '_', like vm1", name)
+		}
+		if !configRe.MatchString(mc.Config) {
+			return v.KeyError(k+".config", "%q is not a nixosConfigurations name devvm can pass to nix: letters, digits, '_' and '-'", mc.Config)
+		}
+		if mc.Address == "" {
+			return v.missing(k, "address", "missing: give the guest's address, e.g. address = \"10.1.0.2\" (127.0.0.1 for a local VM)")
+		}
+		if !isIPv4(mc.Address) && !hostRe.MatchString(mc.Address) && !isIPv6(mc.Address) {
+			return v.KeyError(k+".address", "%q is neither an IP address nor a host name", mc.Address)
+		}
+		if !userRe.MatchString(mc.User) {
+			return v.KeyError(k+".user", "%q is not a valid user name", mc.User)
+		}
+		if mc.Port < 1 || mc.Port > 65535 {
+			return v.KeyError(k+".port", "%d is out of range: give the guest's SSH port from 1 to 65535 (default 22)", mc.Port)
+		}
+	}
+	r := m.Remote
+	if r == nil {
+		return nil
+	}
+	if r.Destination == "" {
+		return v.missing("microvm.remote", "destination", "missing: give the hypervisor as user@host (or host, or user@host:port)")
+	}
+	if !destRe.MatchString(r.Destination) {
+		return v.KeyError("microvm.remote.destination", "%q is not user@host[:port]: e.g. \"root@hypervisor\"", r.Destination)
+	}
+	if r.Checkout == "" {
+		return v.missing("microvm.remote", "checkout", "missing: give the absolute path of the checkout on the hypervisor, e.g. \"/root/project\"")
+	}
+	if !strings.HasPrefix(r.Checkout, "/") || badText(r.Checkout) {
+		return v.KeyError("microvm.remote.checkout", "%q is not an absolute path on the hypervisor", r.Checkout)
+	}
+	if r.Sync != "git-pull" && r.Sync != "copy" {
+		return v.KeyError("microvm.remote.sync", "%q: use \"git-pull\" (the hypervisor pulls; the default) or \"copy\" (devvm pushes the flake)", r.Sync)
+	}
+	for _, kv := range [][2]string{{"microvm.remote.identity_file", r.IdentityFile}, {"microvm.remote.known_hosts", r.KnownHosts}} {
+		if badText(kv[1]) {
+			return v.KeyError(kv[0], "%q contains a control character", kv[1])
+		}
+	}
+	return nil
+}
+
+func isIPv6(s string) bool { return strings.Contains(s, ":") && net.ParseIP(s) != nil }
+
+// Resolve returns p made absolute against the checkout, with ~ expanded.
+func (v *Vmfile) Resolve(p string) string {
+	if p == "~" || strings.HasPrefix(p, "~/") {
+		if home, err := os.UserHomeDir(); err == nil {
+			p = filepath.Join(home, p[1:])
+		}
+	}
+	if filepath.IsAbs(p) {
+		return filepath.Clean(p)
+	}
+	return filepath.Join(v.Dir, p)
+}

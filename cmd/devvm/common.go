@@ -1,0 +1,91 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/devvm/devvm/launcher/backend"
+	"github.com/devvm/devvm/launcher/engine"
+	"github.com/devvm/devvm/launcher/hostenv"
+	"github.com/devvm/devvm/launcher/vmfile"
+	"github.com/urfave/cli/v2"
+	"golang.org/x/term"
+)
+
+// checkoutDir returns --dir, or the nearest directory upwards from the
+// working directory that has a Vmfile (like Vagrant), or the working
+// directory.
+func checkoutDir(c *cli.Context) (string, error) {
+	if d := c.String("dir"); d != "" {
+		return filepath.Abs(d)
+	}
+	wd, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for d := wd; ; d = filepath.Dir(d) {
+		if _, err := os.Stat(filepath.Join(d, vmfile.FileName)); err == nil {
+			return d, nil
+		}
+		if filepath.Dir(d) == d {
+			return wd, nil
+		}
+	}
+}
+
+func newUI() *engine.UI {
+	ui := &engine.UI{Err: os.Stderr, Terminal: term.IsTerminal(int(os.Stderr.Fd()))}
+	if term.IsTerminal(int(os.Stdin.Fd())) {
+		ui.In = os.Stdin
+	}
+	return ui
+}
+
+// open loads the checkout's Vmfile and its backend.
+func open(c *cli.Context) (backend.Backend, *vmfile.Vmfile, *engine.UI, error) {
+	dir, err := checkoutDir(c)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	ui := newUI()
+	b, vf, err := engine.Open(dir, hostenv.FromOS(), ui)
+	return b, vf, ui, err
+}
+
+// machineArgs returns the machine names given as arguments, or all.
+func machineArgs(c *cli.Context, b backend.Backend) []string {
+	if c.NArg() > 0 {
+		return c.Args().Slice()
+	}
+	return b.Machines()
+}
+
+// oneMachine returns the single machine an argument names (or the only one).
+func oneMachine(c *cli.Context, b backend.Backend, argc int) (string, error) {
+	ms := b.Machines()
+	if argc > 0 {
+		return c.Args().First(), nil
+	}
+	if len(ms) != 1 {
+		return "", fmt.Errorf("this Vmfile defines several machines (%v): name one", ms)
+	}
+	return ms[0], nil
+}
+
+func printJSON(v any) error {
+	enc := json.NewEncoder(os.Stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+var timeoutFlag = func(def time.Duration, usage string) *cli.DurationFlag {
+	return &cli.DurationFlag{Name: "timeout", Value: def, Usage: usage}
+}
+
+// usageError marks bad command-line use (exit status 2).
+func usageError(format string, a ...any) error {
+	return cli.Exit(fmt.Sprintf(format, a...), 2)
+}

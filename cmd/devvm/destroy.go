@@ -1,0 +1,25 @@
+package main
+
+import (
+	"github.com/devvm/devvm/launcher/backend"
+	"github.com/urfave/cli/v2"
+)
+
+func destroyCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "destroy",
+		Usage:     "halt the VM and delete its state, disks, known_hosts, sockets, registry entry and GC roots",
+		ArgsUsage: "[MACHINE…]",
+		Flags: []cli.Flag{
+			&cli.BoolFlag{Name: "force", Aliases: []string{"f"}, Usage: "do not ask, and skip the graceful halt"},
+			&cli.BoolFlag{Name: "gc", Usage: "then collect the store's garbage and report the space freed"},
+		},
+		Action: func(c *cli.Context) error {
+			b, _, _, err := open(c)
+			if err != nil {
+				return err
+			}
+			return b.Destroy(c.Context, machineArgs(c, b), backend.DestroyOptions{Force: c.Bool("force"), GC: c.Bool("gc")})
+		},
+	}
+}

@@ -1,0 +1,46 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/devvm/devvm/launcher/backend"
+	"github.com/urfave/cli/v2"
+)
+
+func gcCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "gc",
+		Usage: "remove GC roots and disks of builds no VM uses any more, then collect the store's garbage",
+		Flags: []cli.Flag{&cli.BoolFlag{Name: "dry-run", Usage: "list what would be removed; change nothing"}},
+		Action: func(c *cli.Context) error {
+			b, _, _, err := open(c)
+			if err != nil {
+				return err
+			}
+			rep, err := b.GC(c.Context, backend.GCOptions{DryRun: c.Bool("dry-run")})
+			if rep != nil {
+				verb := "removed"
+				if c.Bool("dry-run") {
+					verb = "would remove"
+				}
+				for _, r := range rep.Roots {
+					fmt.Printf("%s GC root %s\n", verb, r)
+				}
+				for _, f := range rep.Files {
+					fmt.Printf("%s %s\n", verb, f)
+				}
+				if len(rep.Roots)+len(rep.Files) == 0 {
+					fmt.Println("no unused builds")
+				}
+				if rep.StoreGC {
+					if rep.FreedBytes >= 0 {
+						fmt.Printf("store garbage collection freed %d bytes\n", rep.FreedBytes)
+					} else {
+						fmt.Println("store garbage collection done (it did not report the space freed)")
+					}
+				}
+			}
+			return err
+		},
+	}
+}

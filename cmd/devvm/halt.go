@@ -1,0 +1,26 @@
+package main
+
+import (
+	"github.com/devvm/devvm/launcher/backend"
+	"github.com/devvm/devvm/launcher/engine"
+	"github.com/urfave/cli/v2"
+)
+
+func haltCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "halt",
+		Usage:     "stop the VM: `sudo poweroff` over SSH, then the ACPI button, then SIGTERM, then SIGKILL",
+		ArgsUsage: "[MACHINE…]",
+		Flags: []cli.Flag{
+			&cli.BoolFlag{Name: "force", Aliases: []string{"f"}, Usage: "skip the graceful steps (like pulling the plug)"},
+			timeoutFlag(engine.DefaultHaltTimeout, "total bound of all steps"),
+		},
+		Action: func(c *cli.Context) error {
+			b, _, _, err := open(c)
+			if err != nil {
+				return err
+			}
+			return b.Halt(c.Context, machineArgs(c, b), backend.HaltOptions{Force: c.Bool("force"), Timeout: c.Duration("timeout")})
+		},
+	}
+}

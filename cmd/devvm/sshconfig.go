@@ -1,0 +1,33 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/urfave/cli/v2"
+)
+
+func sshConfigCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "ssh-config",
+		Usage: "print an OpenSSH config stanza for the VM (host key pinned, strict checking) for ssh -F, scp, rsync, editors",
+		Description: "devvm also writes it to .devvm/<vm>/ssh_config at every `up`; to use `ssh devvm-<name>` directly add\n" +
+			"   Include /path/to/checkout/.devvm/*/ssh_config\nat the top of ~/.ssh/config.",
+		ArgsUsage: "[MACHINE]",
+		Action: func(c *cli.Context) error {
+			b, _, _, err := open(c)
+			if err != nil {
+				return err
+			}
+			name, err := oneMachine(c, b, c.NArg())
+			if err != nil {
+				return err
+			}
+			text, err := b.SSHConfig(c.Context, name)
+			if err != nil {
+				return err
+			}
+			fmt.Print(text)
+			return nil
+		},
+	}
+}

@@ -1,0 +1,248 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/devvm/devvm/launcher/vmfile"
+)
+
+// vmName is what `devvm init` names the VM of a checkout directory.
+func vmName(dir string) string { return vmfile.SanitizeName(filepath.Base(dir)) }
+
+// TestLifecycle walks the whole life of a VM whose checkout path has a
+// space and a comma: up, shares both ways, re-up, graceful halt, up from
+// cache, kill -9, status, destroy.
+func TestLifecycle(t *testing.T) {
+	w := newWorld(t, "my proj, v2")
+	w.setVmfile(`memory = "512M"`, `cpus = 1`, `boot_timeout = "3m"`)
+	name := vmName(w.checkout)
+	guest := "/mnt/" + name
+
+	r := w.ok("up")
+	if !strings.Contains(r.stderr, "running under TCG") && !strings.Contains(r.stderr, "(kvm)") {
+		t.Errorf("up did not say which accelerator it chose:\n%s", r.stderr)
+	}
+	if w.guixRuns() != 1 {
+		t.Fatalf("guix ran %d times for the first up, want 1", w.guixRuns())
+	}
+	st := w.status()
+	if st["state"] != "running" {
+		t.Fatalf("status after up: %v", st)
+	}
+	pid := int(st["pid"].(float64))
+	argv, _ := os.ReadFile(filepath.Join(w.checkout, ".devvm", name, "qemu.argv"))
+	if strings.Contains(string(argv), "-enable-kvm") && st["accel"] == "tcg" {
+		t.Errorf("QEMU got -enable-kvm although KVM is unusable:\n%s", argv)
+	}
+
+	// Host → guest through the 9p share (path with a space and a comma).
+	if err := os.WriteFile(filepath.Join(w.checkout, "hello.txt"), []byte("from the host\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r = w.ok("ssh", "--", "cat", guest+"/hello.txt")
+	if r.stdout != "from the host\n" {
+		t.Fatalf("guest read %q from the share", r.stdout)
+	}
+	// Guest → host.
+	w.ok("ssh", "--", "sh", "-c", "echo from the guest > "+guest+"/back.txt")
+	if b, err := os.ReadFile(filepath.Join(w.checkout, "back.txt")); err != nil || string(b) != "from the guest\n" {
+		t.Fatalf("host read %q, %v", b, err)
+	}
+
+	// up again: no rebuild, no second QEMU.
+	r = w.ok("up")
+	if !strings.Contains(r.stderr, "already running") {
+		t.Errorf("second up did not say the VM runs:\n%s", r.stderr)
+	}
+	if w.guixRuns() != 1 {
+		t.Errorf("second up ran guix")
+	}
+	if got := processesWith("devvm-"); len(got) != 1 {
+		t.Errorf("QEMU processes with a devvm marker: %v, want exactly 1", got)
+	}
+	if p := int(w.status()["pid"].(float64)); p != pid {
+		t.Errorf("pid changed from %d to %d", pid, p)
+	}
+
+	// Graceful halt: sudo poweroff over SSH.
+	r = w.ok("halt")
+	if !strings.Contains(r.stderr, "powered off over SSH") {
+		t.Errorf("halt did not take the graceful SSH path:\n%s", r.stderr)
+	}
+	if alive(pid) {
+		t.Fatalf("QEMU pid %d still alive after halt", pid)
+	}
+	if st := w.status(); st["state"] != "stopped" {
+		t.Fatalf("status after halt: %v", st)
+	}
+
+	// up from the cache: no guix run.
+	w.ok("up")
+	if w.guixRuns() != 1 {
+		t.Errorf("up after halt ran guix (%d runs)", w.guixRuns())
+	}
+	st = w.status()
+	pid = int(st["pid"].(float64))
+
+	// kill -9: status notices, cleans the stale record, signals nothing.
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitGone(t, pid)
+	st = w.status()
+	if st["state"] != "stopped" || !strings.Contains(st["reason"].(string), "stale") {
+		t.Fatalf("status after kill -9: %v", st)
+	}
+
+	// destroy: no process, no state.
+	w.ok("up")
+	marker := w.runtimeRecord(name)["identity"].(map[string]any)["marker"].(string)
+	w.ok("destroy", "-f")
+	if got := processesWith(marker); len(got) != 0 {
+		t.Errorf("processes of the VM after destroy: %v", got)
+	}
+	if _, err := os.Stat(filepath.Join(w.checkout, ".devvm", name)); !os.IsNotExist(err) {
+		t.Errorf(".devvm/%s still exists after destroy (%v)", name, err)
+	}
+	r = w.ok("list", "--json")
+	if strings.Contains(r.stdout, w.checkout) {
+		t.Errorf("list still shows the destroyed VM:\n%s", r.stdout)
+	}
+}
+
+func alive(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	f := strings.Fields(string(b))
+	return len(f) > 2 && f[2] != "Z"
+}
+
+func waitGone(t *testing.T, pid int) {
+	t.Helper()
+	for i := 0; i < 100 && alive(pid); i++ {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if alive(pid) {
+		t.Fatalf("pid %d did not exit", pid)
+	}
+}
+
+// TestHungGuestHaltEscalates: a guest that ignores poweroff and the ACPI
+// button is stopped by SIGTERM within the halt bound.
+func TestHungGuestHaltEscalates(t *testing.T) {
+	w := newWorld(t, "hung", "DEVVM_STANDIN_APPEND=devvm.test=hang")
+	w.setVmfile(`memory = "512M"`, `cpus = 1`)
+	w.ok("up")
+	pid := int(w.status()["pid"].(float64))
+	r := w.ok("halt", "--timeout", "12s")
+	if !strings.Contains(r.stderr, "SIGTERM") && !strings.Contains(r.stderr, "killed") {
+		t.Errorf("halt of a hung guest did not escalate:\n%s", r.stderr)
+	}
+	if alive(pid) {
+		t.Fatalf("hung guest's QEMU %d survived halt", pid)
+	}
+}
+
+// TestConcurrentUp: a second `up` while one runs fails at once.
+func TestConcurrentUp(t *testing.T) {
+	w := newWorld(t, "concurrent", "DEVVM_STANDIN_DELAY=3")
+	w.setVmfile(`memory = "512M"`, `cpus = 1`)
+	var wg sync.WaitGroup
+	results := make([]result, 2)
+	for i := range results {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			if i == 1 {
+				time.Sleep(700 * time.Millisecond)
+			}
+			results[i] = w.run("up")
+		}(i)
+	}
+	wg.Wait()
+	if results[0].code != 0 {
+		t.Fatalf("first up failed: %s", results[0].stderr)
+	}
+	if results[1].code == 0 || !strings.Contains(results[1].stderr, "in use by") {
+		t.Fatalf("second concurrent up: exit %d\n%s", results[1].code, results[1].stderr)
+	}
+	if results[1].took > 5*time.Second {
+		t.Errorf("second up took %s to fail; it must fail at once", results[1].took)
+	}
+	if got := processesWith("devvm-"); len(got) != 1 {
+		t.Errorf("QEMU processes: %v, want 1", got)
+	}
+}
+
+// TestPinnedPortBusy: a pinned SSH port that is taken fails before QEMU
+// starts and names the owner.
+func TestPinnedPortBusy(t *testing.T) {
+	w := newWorld(t, "pinned")
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	port := l.Addr().(*net.TCPAddr).Port
+	w.setVmfile("port = " + strconv.Itoa(port))
+	r := w.run("up")
+	if r.code == 0 {
+		t.Fatal("up succeeded on a busy pinned port")
+	}
+	if !strings.Contains(r.stderr, "in use") || !strings.Contains(r.stderr, "pid "+strconv.Itoa(os.Getpid())) {
+		t.Errorf("error does not name the busy port's owner:\n%s", r.stderr)
+	}
+	if got := processesWith("devvm-"); len(got) != 0 {
+		t.Errorf("QEMU was started: %v", got)
+	}
+}
+
+// TestStaleRecordUnrelatedProcess: a runtime record whose pid now belongs
+// to an unrelated live process is cleaned, and that process survives
+// status, halt and destroy.
+func TestStaleRecordUnrelatedProcess(t *testing.T) {
+	w := newWorld(t, "stale")
+	name := vmName(w.checkout)
+	victim := exec.Command("sleep", "300")
+	if err := victim.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer victim.Process.Kill()
+	dir := filepath.Join(w.checkout, ".devvm", name)
+	os.MkdirAll(dir, 0o755)
+	pidfile := filepath.Join(dir, "qemu.pid")
+	os.WriteFile(pidfile, []byte(strconv.Itoa(victim.Process.Pid)+"\n"), 0o644)
+	rec := `{"identity":{"pid":` + strconv.Itoa(victim.Process.Pid) + `,"start_time":1000,"boot_id":"` + bootID() +
+		`","marker":"devvm-000000000000","pidfile":"` + pidfile + `"},"accel":"tcg","ssh_port":10022,"qmp":"/nonexistent/qmp.sock","ready":true}`
+	os.WriteFile(filepath.Join(dir, "runtime.json"), []byte(rec), 0o644)
+
+	st := w.status()
+	if st["state"] != "stopped" {
+		t.Errorf("status with a stale record: %v", st)
+	}
+	os.WriteFile(filepath.Join(dir, "runtime.json"), []byte(rec), 0o644)
+	w.ok("halt")
+	os.WriteFile(filepath.Join(dir, "runtime.json"), []byte(rec), 0o644)
+	w.ok("destroy", "-f")
+	if err := victim.Process.Signal(syscall.Signal(0)); err != nil || !alive(victim.Process.Pid) {
+		t.Fatalf("the unrelated process was signalled: %v", err)
+	}
+}
+
+func bootID() string {
+	b, _ := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	return strings.TrimSpace(string(b))
+}

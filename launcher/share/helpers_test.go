@@ -1,0 +1,195 @@
+package share
+
+import (
+	"bytes"
+	"errors"
+	"net"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hugelgupf/p9/linux"
+	"github.com/hugelgupf/p9/p9"
+	"golang.org/x/sys/unix"
+)
+
+// socketPair returns two connected unix stream sockets.
+func socketPair(tb testing.TB) (net.Conn, net.Conn) {
+	tb.Helper()
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		tb.Fatalf("socketpair: %v", err)
+	}
+	conn := func(fd int) net.Conn {
+		f := os.NewFile(uintptr(fd), "socketpair")
+		defer f.Close()
+		c, err := net.FileConn(f)
+		if err != nil {
+			tb.Fatalf("FileConn: %v", err)
+		}
+		return c
+	}
+	return conn(fds[0]), conn(fds[1])
+}
+
+// serve starts a p9 server for root on one end of a socket pair and returns
+// the attached root of a p9 client on the other end.
+func serve(tb testing.TB, root string, opts Options, msize uint32) p9.File {
+	tb.Helper()
+	att, closer, err := Attacher(root, opts)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	sc, cc := socketPair(tb)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		p9.NewServer(att).Handle(sc, sc)
+	}()
+	cl, err := p9.NewClient(cc, p9.WithMessageSize(msize))
+	if err != nil {
+		tb.Fatalf("p9.NewClient: %v", err)
+	}
+	rootFile, err := cl.Attach("")
+	if err != nil {
+		tb.Fatalf("attach: %v", err)
+	}
+	tb.Cleanup(func() {
+		cl.Close()
+		cc.Close()
+		<-done
+		closer.Close()
+	})
+	return rootFile
+}
+
+// layout is a temp dir holding the shared root and an "outside" directory
+// with a sentinel file that must never change.
+type layout struct {
+	base, root, outside, secret string
+	secretInfo                  snapshot
+	outsideList                 []string
+}
+
+type snapshot struct {
+	data  []byte
+	mode  os.FileMode
+	mtime time.Time
+	nlink uint64
+}
+
+func takeSnapshot(tb testing.TB, p string) snapshot {
+	tb.Helper()
+	fi, err := os.Lstat(p)
+	if err != nil {
+		tb.Fatalf("lstat %s: %v", p, err)
+	}
+	data, err := os.ReadFile(p)
+	if err != nil {
+		tb.Fatalf("read %s: %v", p, err)
+	}
+	return snapshot{data: data, mode: fi.Mode(), mtime: fi.ModTime(), nlink: uint64(fi.Sys().(*syscall.Stat_t).Nlink)}
+}
+
+func listDir(tb testing.TB, p string) []string {
+	tb.Helper()
+	ents, err := os.ReadDir(p)
+	if err != nil {
+		tb.Fatalf("readdir %s: %v", p, err)
+	}
+	var names []string
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	sort.Strings(names)
+	return names
+}
+
+func newLayout(tb testing.TB) *layout {
+	tb.Helper()
+	base := tb.TempDir()
+	l := &layout{
+		base:    base,
+		root:    filepath.Join(base, "root"),
+		outside: filepath.Join(base, "outside"),
+	}
+	l.secret = filepath.Join(l.outside, "secret")
+	for _, d := range []string{l.root, l.outside} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(l.secret, []byte("do not touch"), 0o644); err != nil {
+		tb.Fatal(err)
+	}
+	old := time.Date(2001, 2, 3, 4, 5, 6, 0, time.UTC)
+	if err := os.Chtimes(l.secret, old, old); err != nil {
+		tb.Fatal(err)
+	}
+	l.secretInfo = takeSnapshot(tb, l.secret)
+	l.outsideList = listDir(tb, l.outside)
+	return l
+}
+
+// checkOutside fails the test if anything outside the root changed.
+func (l *layout) checkOutside(tb testing.TB) {
+	tb.Helper()
+	got := takeSnapshot(tb, l.secret)
+	if !bytes.Equal(got.data, l.secretInfo.data) || got.mode != l.secretInfo.mode ||
+		!got.mtime.Equal(l.secretInfo.mtime) || got.nlink != l.secretInfo.nlink {
+		tb.Fatalf("sentinel outside the root changed: before %+v, after %+v", l.secretInfo, got)
+	}
+	if got := listDir(tb, l.outside); strings.Join(got, "/") != strings.Join(l.outsideList, "/") {
+		tb.Fatalf("outside directory entries changed: before %v, after %v", l.outsideList, got)
+	}
+	if got := listDir(tb, l.base); strings.Join(got, "/") != "outside/root" {
+		tb.Fatalf("entries next to the root changed: %v", got)
+	}
+}
+
+func walk(tb testing.TB, from p9.File, names ...string) p9.File {
+	tb.Helper()
+	_, f, err := from.Walk(names)
+	if err != nil {
+		tb.Fatalf("walk %v: %v", names, err)
+	}
+	tb.Cleanup(func() { f.Close() })
+	return f
+}
+
+func wantErrno(tb testing.TB, what string, err error, want ...linux.Errno) {
+	tb.Helper()
+	for _, w := range want {
+		if errors.Is(err, w) {
+			return
+		}
+	}
+	tb.Fatalf("%s: got error %v, want one of %v", what, err, want)
+}
+
+func writeFile(tb testing.TB, p, content string) {
+	tb.Helper()
+	if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+		tb.Fatal(err)
+	}
+}
+
+// processUmask reads the umask from /proc without changing it.
+func processUmask(tb testing.TB) string {
+	tb.Helper()
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "Umask:"); ok {
+			return strings.TrimSpace(v)
+		}
+	}
+	tb.Fatal("no Umask line in /proc/self/status")
+	return ""
+}

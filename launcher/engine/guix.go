@@ -156,15 +156,10 @@ func (g *Guix) build(ctx context.Context, opts backend.BuildOptions) (*BuildReco
 	if err := g.VM.Ensure(); err != nil {
 		return nil, err
 	}
-	in := g.inputs()
-	for _, f := range []struct{ key, path string }{{"guix.config", in.Config}, {"guix.channels", in.Channels}, {"guix.manifest", in.Manifest}} {
-		if f.path == "" {
-			continue
-		}
-		if _, err := os.Stat(f.path); err != nil {
-			return nil, fmt.Errorf("%s: %s = %q: %v (run `devvm init` to write the Guix files, or fix the path)", g.VF.Path, f.key, f.path, err)
-		}
+	if err := g.VF.CheckFiles(); err != nil {
+		return nil, err
 	}
+	in := g.inputs()
 	if err := guix.CheckPinned(in.Channels); err != nil {
 		return nil, err
 	}

@@ -58,6 +58,8 @@ func (g *Guix) observe(ctx context.Context) (observed, error) {
 		return observed{rt: &rt, state: backend.Stopped, reason: v.Reason, stale: true}, nil
 	case proc.Foreign:
 		return observed{rt: &rt, state: backend.Stopped, reason: v.Reason, stale: true}, nil
+	case proc.Unknown:
+		return observed{rt: &rt, state: backend.Broken, reason: "devvm cannot tell whether QEMU runs: " + v.Reason}, nil
 	}
 	qctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()

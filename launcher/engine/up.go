@@ -87,6 +87,9 @@ func (g *Guix) prepare(rec *BuildRecord, foreground bool) (*Runtime, []string, e
 	}
 	port, err := qemu.PickSSHPort(g.VF.SSH.Port, g.VF.SSHPortPinned)
 	if err != nil {
+		if g.VF.SSHPortPinned {
+			return nil, nil, g.VF.KeyError("ssh.port", "%v", err)
+		}
 		return nil, nil, err
 	}
 	if port != g.VF.SSH.Port {

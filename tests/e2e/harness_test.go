@@ -20,6 +20,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/devvm/devvm/launcher/state"
 )
 
 var (
@@ -252,13 +254,8 @@ func processesWith(s string) []string {
 	return pids
 }
 
-// marker returns the QEMU -name marker of the world's VM, from runtime.json.
-func (w *world) runtimeRecord(name string) map[string]any {
-	var rt map[string]any
-	b, err := os.ReadFile(filepath.Join(w.checkout, ".devvm", name, "runtime.json"))
-	if err != nil {
-		return nil
-	}
-	json.Unmarshal(b, &rt)
-	return rt
+// marker is the QEMU -name marker of the world's VM (the argv word after
+// "-name"), as devvm computes it: it identifies this VM's processes only.
+func (w *world) marker(name string) string {
+	return "-name\x00" + state.New(w.checkout, name, "").Marker() + "\x00"
 }

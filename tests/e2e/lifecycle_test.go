@@ -68,8 +68,8 @@ func TestLifecycle(t *testing.T) {
 	if w.guixRuns() != 1 {
 		t.Errorf("second up ran guix")
 	}
-	if got := processesWith("devvm-"); len(got) != 1 {
-		t.Errorf("QEMU processes with a devvm marker: %v, want exactly 1", got)
+	if got := processesWith(w.marker(name)); len(got) != 1 {
+		t.Errorf("QEMU processes of this VM: %v, want exactly 1", got)
 	}
 	if p := int(w.status()["pid"].(float64)); p != pid {
 		t.Errorf("pid changed from %d to %d", pid, p)
@@ -107,7 +107,7 @@ func TestLifecycle(t *testing.T) {
 
 	// destroy: no process, no state.
 	w.ok("up")
-	marker := w.runtimeRecord(name)["identity"].(map[string]any)["marker"].(string)
+	marker := w.marker(name)
 	w.ok("destroy", "-f")
 	if got := processesWith(marker); len(got) != 0 {
 		t.Errorf("processes of the VM after destroy: %v", got)
@@ -182,8 +182,8 @@ func TestConcurrentUp(t *testing.T) {
 	if results[1].took > 5*time.Second {
 		t.Errorf("second up took %s to fail; it must fail at once", results[1].took)
 	}
-	if got := processesWith("devvm-"); len(got) != 1 {
-		t.Errorf("QEMU processes: %v, want 1", got)
+	if got := processesWith(w.marker(vmName(w.checkout))); len(got) != 1 {
+		t.Errorf("QEMU processes of this VM: %v, want 1", got)
 	}
 }
 
@@ -205,7 +205,7 @@ func TestPinnedPortBusy(t *testing.T) {
 	if !strings.Contains(r.stderr, "in use") || !strings.Contains(r.stderr, "pid "+strconv.Itoa(os.Getpid())) {
 		t.Errorf("error does not name the busy port's owner:\n%s", r.stderr)
 	}
-	if got := processesWith("devvm-"); len(got) != 0 {
+	if got := processesWith(w.marker(vmName(w.checkout))); len(got) != 0 {
 		t.Errorf("QEMU was started: %v", got)
 	}
 }

@@ -54,6 +54,12 @@ func (g *Guix) Up(ctx context.Context, names []string, opts backend.UpOptions) e
 		return fmt.Errorf("VM %q is broken: %s\nhint: `devvm halt` stops it (escalating as needed), then `devvm up`", g.VF.Name, o.reason)
 	}
 	g.cleanStale(o)
+	if g.VF.SSHPortPinned {
+		// A busy pinned port fails before anything is built or started.
+		if _, err := qemu.PickSSHPort(g.VF.SSH.Port, true); err != nil {
+			return g.VF.KeyError("ssh.port", "%v", err)
+		}
+	}
 
 	rec, err := g.build(ctx, opts.BuildOptions)
 	if err != nil {

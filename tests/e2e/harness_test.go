@@ -81,7 +81,7 @@ func TestMain(m *testing.M) {
 }
 
 // needVM skips (outside CI) or fails (in CI) when the tier cannot run.
-func needVM(t *testing.T) {
+func needVM(t testing.TB) {
 	t.Helper()
 	if skipWhy == "" {
 		return
@@ -94,7 +94,7 @@ func needVM(t *testing.T) {
 
 // world is one user's devvm environment with one checkout.
 type world struct {
-	t        *testing.T
+	t        testing.TB
 	home     string
 	checkout string
 	guixLog  string
@@ -103,7 +103,7 @@ type world struct {
 
 // newWorld makes a home, XDG dirs and a checkout directory named name,
 // runs `devvm init` there and applies edit to the Vmfile text.
-func newWorld(t *testing.T, name string, extraEnv ...string) *world {
+func newWorld(t testing.TB, name string, extraEnv ...string) *world {
 	needVM(t)
 	base := t.TempDir()
 	// A short runtime dir: QMP socket paths are limited to 107 bytes.
@@ -258,4 +258,19 @@ func processesWith(s string) []string {
 // "-name"), as devvm computes it: it identifies this VM's processes only.
 func (w *world) marker(name string) string {
 	return "-name\x00" + state.New(w.checkout, name, "").Marker() + "\x00"
+}
+
+// sshPort is the SSH port in the VM's runtime record ("" before QEMU runs).
+func (w *world) sshPort() string {
+	b, err := os.ReadFile(filepath.Join(w.checkout, ".devvm", vmName(w.checkout), "runtime.json"))
+	if err != nil {
+		return ""
+	}
+	var rt struct {
+		Port int `json:"ssh_port"`
+	}
+	if json.Unmarshal(b, &rt) != nil || rt.Port == 0 {
+		return ""
+	}
+	return fmt.Sprint(rt.Port)
 }

@@ -1,0 +1,171 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"bytes"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/creack/pty"
+)
+
+// TestSSH drives `devvm ssh` and `devvm ssh-config` against one real guest.
+func TestSSH(t *testing.T) {
+	w := newWorld(t, "sshvm")
+	w.setVmfile(`memory = "512M"`, `cpus = 1`)
+	w.ok("up")
+	name := vmName(w.checkout)
+
+	t.Run("ExitStatus", func(t *testing.T) {
+		for cmd, want := range map[string]int{"true": 0, "exit 7": 7, "kill -INT $$": 130} {
+			r := w.run("ssh", "--", "sh", "-c", cmd)
+			if r.code != want {
+				t.Errorf("%q: exit %d, want %d (stderr %q)", cmd, r.code, want, r.stderr)
+			}
+		}
+	})
+
+	t.Run("ArgvQuoting", func(t *testing.T) {
+		r := w.ok("ssh", "--", "printf", "%s|", "a b", "c'd", "$HOME", "")
+		if r.stdout != "a b|c'd|$HOME||" {
+			t.Errorf("arguments reached the guest as %q", r.stdout)
+		}
+	})
+
+	t.Run("Stdin10MB", func(t *testing.T) {
+		data := make([]byte, 10<<20)
+		rand.Read(data)
+		sum := sha256.Sum256(data)
+		r := w.runIn(data, "ssh", "--", "sha256sum")
+		if r.code != 0 || !strings.HasPrefix(r.stdout, hex.EncodeToString(sum[:])) {
+			t.Errorf("exit %d, guest checksum %q, want %x (stderr %q)", r.code, r.stdout, sum, r.stderr)
+		}
+	})
+
+	t.Run("Pty", func(t *testing.T) {
+		c := w.cmd("ssh")
+		ptmx, err := pty.StartWithSize(c, &pty.Winsize{Rows: 30, Cols: 100})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ptmx.Close()
+		out := &syncBuf{}
+		go io.Copy(out, ptmx)
+		expect := func(want string) {
+			t.Helper()
+			deadline := time.Now().Add(30 * time.Second)
+			for time.Now().Before(deadline) {
+				if strings.Contains(out.String(), want) {
+					return
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			t.Fatalf("never saw %q in the session; got:\n%s", want, out.String())
+		}
+		io.WriteString(ptmx, "echo marker-$((6*7)); pwd; stty size\r")
+		expect("marker-42")
+		expect("/mnt/" + name)
+		expect("30 100")
+		pty.Setsize(ptmx, &pty.Winsize{Rows: 40, Cols: 120})
+		time.Sleep(300 * time.Millisecond)
+		io.WriteString(ptmx, "stty size\r")
+		expect("40 120")
+		io.WriteString(ptmx, "exit 3\r")
+		err = c.Wait()
+		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 3 {
+			t.Errorf("interactive session ended with %v, want exit status 3", err)
+		}
+	})
+
+	t.Run("OpenSSHConfig", func(t *testing.T) {
+		if _, err := exec.LookPath("ssh"); err != nil {
+			needTool(t, "ssh")
+		}
+		r := w.ok("ssh-config")
+		if !strings.Contains(r.stdout, "StrictHostKeyChecking yes") || !strings.Contains(r.stdout, "HostKeyAlias devvm-"+name) {
+			t.Errorf("ssh-config:\n%s", r.stdout)
+		}
+		cfg := filepath.Join(t.TempDir(), "config")
+		os.WriteFile(cfg, []byte(r.stdout), 0o600)
+		out, err := exec.Command("ssh", "-F", cfg, "-o", "BatchMode=yes", "devvm-"+name, "echo", "via-openssh").CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "via-openssh") {
+			t.Fatalf("OpenSSH with the printed config: %v\n%s", err, out)
+		}
+		// The file `up` wrote is the same stanza.
+		written, _ := os.ReadFile(filepath.Join(w.checkout, ".devvm", name, "ssh_config"))
+		if string(written) != r.stdout {
+			t.Errorf(".devvm/%s/ssh_config differs from `devvm ssh-config`", name)
+		}
+	})
+
+	t.Run("ForgedHostKeyRefused", func(t *testing.T) {
+		kh := filepath.Join(w.checkout, ".devvm", name, "known_hosts")
+		orig, err := os.ReadFile(kh)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer os.WriteFile(kh, orig, 0o600)
+		forged := filepath.Join(t.TempDir(), "k")
+		if out, err := exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", forged).CombinedOutput(); err != nil {
+			needTool(t, "ssh-keygen: "+string(out))
+		}
+		pub, _ := os.ReadFile(forged + ".pub")
+		fields := strings.Fields(string(pub))
+		os.WriteFile(kh, []byte("devvm-"+name+" "+fields[0]+" "+fields[1]+"\n"), 0o600)
+		r := w.run("ssh", "--", "echo", "must-not-run")
+		if r.code == 0 || strings.Contains(r.stdout, "must-not-run") || !strings.Contains(strings.ToLower(r.stderr), "host key") {
+			t.Errorf("a forged pinned key was not refused: exit %d\nstdout %q\nstderr %q", r.code, r.stdout, r.stderr)
+		}
+		if cfg := w.ok("ssh-config").stdout; cfg != "" {
+			p := filepath.Join(t.TempDir(), "config")
+			os.WriteFile(p, []byte(cfg), 0o600)
+			if out, err := exec.Command("ssh", "-F", p, "-o", "BatchMode=yes", "devvm-"+name, "true").CombinedOutput(); err == nil {
+				t.Errorf("OpenSSH accepted a forged pinned key:\n%s", out)
+			}
+		}
+	})
+
+	t.Run("StoppedVM", func(t *testing.T) {
+		w.ok("halt")
+		r := w.run("ssh", "--", "true")
+		if r.code == 0 || !strings.Contains(r.stderr, "devvm up") {
+			t.Errorf("ssh on a stopped VM: exit %d, %q", r.code, r.stderr)
+		}
+	})
+}
+
+func needTool(t *testing.T, what string) {
+	t.Helper()
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("missing in CI: %s", what)
+	}
+	t.Skip("missing: " + what)
+}
+
+// syncBuf is a bytes.Buffer safe for one writer and one reader.
+type syncBuf struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.buf.Write(p)
+}
+
+func (s *syncBuf) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.buf.String()
+}

@@ -60,6 +60,7 @@ func newApp() *cli.App {
 			upCommand(), statusCommand(), sshCommand(), sshConfigCommand(),
 			haltCommand(), reloadCommand(), destroyCommand(),
 			logsCommand(), consoleCommand(), listCommand(), gcCommand(),
+			shareServeCommand(),
 		},
 	}
 }

@@ -60,7 +60,7 @@ func printStatus(s backend.Status) {
 	kv("shares", strings.Join(s.Shares, "; "))
 	kv("forwards", strings.Join(s.Forwards, "; "))
 	if s.PID > 0 {
-		kv("usage", fmt.Sprintf("CPU %.1f%%, memory %.0f MiB", s.CPU, float64(s.RSS)/(1<<20)))
+		kv("usage", fmt.Sprintf("CPU %.1f%% (average since start), memory %.0f MiB", s.CPU, float64(s.RSS)/(1<<20)))
 	}
 	if len(s.BuildKey) >= 12 {
 		kv("build", s.BuildKey[:12])

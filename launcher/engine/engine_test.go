@@ -294,3 +294,51 @@ func readJSON(t *testing.T, path string, v any) {
 		t.Fatalf("reading %s: %v (exists: %v)", path, err, ok)
 	}
 }
+
+func TestGCRemovesOldBuilds(t *testing.T) {
+	env, _ := testEnv(t)
+	dir := newCheckout(t, env, nil)
+	vf, _ := vmfile.Load(dir)
+	g := NewGuix(vf, env, quietUI())
+	ctx := context.Background()
+	if err := g.Build(ctx, backend.BuildOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	var old BuildRecord
+	readJSON(t, g.VM.BuildRecord(), &old)
+	cfg := filepath.Join(dir, "dev-vm.scm")
+	text, _ := os.ReadFile(cfg)
+	os.WriteFile(cfg, append(text, []byte("\n;; v2\n")...), 0o644)
+	if err := g.Build(ctx, backend.BuildOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	var cur BuildRecord
+	readJSON(t, g.VM.BuildRecord(), &cur)
+
+	rep, err := g.GC(ctx, backend.GCOptions{DryRun: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Roots) != 1 || rep.Roots[0] != old.Root || rep.StoreGC {
+		t.Fatalf("dry run: %+v, want only %s", rep, old.Root)
+	}
+	if _, err := os.Lstat(old.Root); err != nil {
+		t.Fatal("dry run removed a root")
+	}
+	rep, err = g.GC(ctx, backend.GCOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rep.StoreGC || rep.FreedBytes <= 0 {
+		t.Errorf("store GC: %+v", rep)
+	}
+	if _, err := os.Lstat(old.Root); !os.IsNotExist(err) {
+		t.Error("the old build's root survived gc")
+	}
+	if _, err := os.Stat(old.RunVM); !os.IsNotExist(err) {
+		t.Error("the old build's script survived the store GC")
+	}
+	if _, err := os.Stat(cur.RunVM); err != nil {
+		t.Errorf("gc collected the current build: %v", err)
+	}
+}

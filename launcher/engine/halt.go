@@ -81,6 +81,8 @@ func (g *Guix) haltRuntime(ctx context.Context, rt *Runtime, opts backend.HaltOp
 		g.UI.Printf("VM %q halted (%s) in %.1fs", g.VF.Name, how, g.Env.Now().Sub(start).Seconds())
 		return nil
 	}
+	// Share servers unmount in the guest while it still runs.
+	g.stopSSHShares(ctx, rt)
 	if !opts.Force {
 		if rt.Ready {
 			if err := g.sshPoweroff(ctx, rt); err != nil {
@@ -171,6 +173,8 @@ func (g *Guix) Destroy(ctx context.Context, names []string, opts backend.Destroy
 		if err := g.haltRuntime(ctx, o.rt, backend.HaltOptions{Force: opts.Force, Timeout: DefaultHaltTimeout}, nil); err != nil {
 			return fmt.Errorf("%v\nnothing was deleted", err)
 		}
+	} else if o.rt != nil {
+		g.stopSSHShares(ctx, o.rt)
 	}
 	g.forget()
 	if err := os.RemoveAll(g.VM.Dir()); err != nil {
@@ -213,7 +217,7 @@ func confirm(ui *UI, q string) bool {
 	return a == "y" || a == "yes"
 }
 
-var freedRe = regexp.MustCompile(`freed ([0-9]+(?:\.[0-9]+)?) ?([KMGT]?i?B)`)
+var freedRe = regexp.MustCompile(`freed ([0-9][0-9,]*(?:\.[0-9]+)?) ?([KMGT]?i?B)`)
 
 // storeGC runs `guix gc` and returns the bytes it says it freed (-1 when
 // it does not say).
@@ -233,7 +237,7 @@ func (g *Guix) storeGC(ctx context.Context) (int64, error) {
 		return -1, nil
 	}
 	last := m[len(m)-1]
-	f, _ := strconv.ParseFloat(last[1], 64)
+	f, _ := strconv.ParseFloat(strings.ReplaceAll(last[1], ",", ""), 64)
 	mult := map[string]float64{"B": 1, "KB": 1e3, "KiB": 1 << 10, "MB": 1e6, "MiB": 1 << 20, "GB": 1e9, "GiB": 1 << 30, "TB": 1e12, "TiB": 1 << 40}[last[2]]
 	return int64(f * mult), nil
 }

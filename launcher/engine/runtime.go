@@ -30,6 +30,8 @@ type Runtime struct {
 	Foreground bool          `json:"foreground,omitempty"`
 	// Ready is set once SSH answered with our key at this boot.
 	Ready bool `json:"ready"`
+	// SSHShares are the servers of the `mode = "ssh"` shares (sshshare.go).
+	SSHShares []SSHShare `json:"ssh_shares,omitempty"`
 }
 
 // observed is the runtime record checked against reality.
@@ -92,6 +94,7 @@ func (g *Guix) forget() {
 // cleanStale drops a stale record and says why.
 func (g *Guix) cleanStale(o observed) {
 	if o.stale {
+		g.stopSSHShares(context.Background(), o.rt)
 		g.UI.Printf("cleaned a stale record of VM %q: %s", g.VF.Name, o.reason)
 		g.forget()
 	}

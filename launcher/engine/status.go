@@ -37,6 +37,7 @@ func (g *Guix) Status(ctx context.Context, names []string) ([]backend.Status, er
 	s.Uptime = g.Env.Now().Sub(rt.Started).Truncate(time.Second).String()
 	s.SSH = fmt.Sprintf("127.0.0.1:%d", rt.SSHPort)
 	s.Shares, s.Forwards, s.BuildKey = rt.Shares, rt.Forwards, rt.BuildKey
+	s.Shares = append(s.Shares, g.sshShareStatus(rt)...)
 	if cpu, rss, err := proc.Usage(rt.Identity.PID); err == nil {
 		s.CPU, s.RSS = cpu, rss
 	}

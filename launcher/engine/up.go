@@ -47,9 +47,11 @@ func (g *Guix) Up(ctx context.Context, names []string, opts backend.UpOptions) e
 		}
 		g.UI.Printf("%s", msg)
 		if o.state == backend.Starting {
-			return g.waitReady(ctx, o.rt, opts)
+			if err := g.waitReady(ctx, o.rt, opts); err != nil {
+				return err
+			}
 		}
-		return nil
+		return g.startSSHShares(ctx, o.rt)
 	case backend.Broken:
 		return fmt.Errorf("VM %q is broken: %s\nhint: `devvm halt` stops it (escalating as needed), then `devvm up`", g.VF.Name, o.reason)
 	}
@@ -75,7 +77,10 @@ func (g *Guix) Up(ctx context.Context, names []string, opts backend.UpOptions) e
 	if err := g.start(ctx, rt, argv); err != nil {
 		return err
 	}
-	return g.waitReady(ctx, rt, opts)
+	if err := g.waitReady(ctx, rt, opts); err != nil {
+		return err
+	}
+	return g.startSSHShares(ctx, rt)
 }
 
 // prepare chooses accelerator and port, readies the disk and builds the

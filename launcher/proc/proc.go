@@ -400,12 +400,9 @@ func PidfileLockHolder(path string) (int, error) {
 	return int(lk.Pid), nil
 }
 
-// UsageSample is how long Usage measures CPU time.
-const UsageSample = 200 * time.Millisecond
-
-// Usage reports pid's CPU use, averaged over UsageSample (blocks that long;
-// 100 means one full core, so a busy 4-vCPU VM can show up to 400), and its
-// resident memory in bytes.
+// Usage reports pid's CPU use averaged over its lifetime (it does not block,
+// so `devvm status` stays fast; 100 means one full core, so a busy 4-vCPU VM
+// can show up to 400), and its resident memory in bytes.
 func Usage(pid int) (cpuPercent float64, rssBytes uint64, err error) {
 	if pid <= 0 {
 		return 0, 0, fmt.Errorf("reading usage: invalid pid %d", pid)
@@ -421,7 +418,7 @@ func Usage(pid int) (cpuPercent float64, rssBytes uint64, err error) {
 	if err != nil {
 		return 0, 0, fmt.Errorf("reading memory use of pid %d: %w", pid, err)
 	}
-	cpu, err := p.Percent(UsageSample)
+	cpu, err := p.CPUPercent()
 	if err != nil {
 		return 0, 0, fmt.Errorf("reading CPU use of pid %d: %w", pid, err)
 	}

@@ -306,46 +306,87 @@ func authHint(t *Target) string {
 // WaitReady dials t every poll interval (at most 250 ms; 0 means 250 ms) until a connection
 // is established and authenticated, or ctx ends. It is meant for a VM that is booting: its
 // forwarded port accepts TCP long before sshd answers, so resets, EOFs and timeouts are
-// retried. Host key problems end the wait at once; an authentication refusal ends it after
-// three refusals in a row. With pin, the host key is recorded like Pin does, otherwise it is
-// verified strictly like Dial does.
+// retried. A new attempt starts every poll interval even while earlier ones still wait for
+// an answer (at most maxInflight at once), so an attempt stuck on a half-open forward never
+// delays readiness; the first success wins. Host key problems end the wait at once; an
+// authentication refusal ends it after three refusals in a row. With pin, the host key is
+// recorded like Pin does, otherwise it is verified strictly like Dial does.
 func WaitReady(ctx context.Context, t Target, poll time.Duration, pin bool) (*Client, error) {
 	const maxPoll = 250 * time.Millisecond
 	const maxAuthRefusals = 3
+	const maxInflight = 4
 	if poll <= 0 || poll > maxPoll {
 		poll = maxPoll
+	}
+	type result struct {
+		c   *Client
+		err error
+	}
+	actx, cancel := context.WithCancel(ctx)
+	results := make(chan result, maxInflight)
+	inflight := 0
+	finish := func() {
+		// Close what late attempts still produce.
+		cancel()
+		go func(n int) {
+			for ; n > 0; n-- {
+				if r := <-results; r.c != nil {
+					r.c.Close()
+				}
+			}
+		}(inflight)
 	}
 	start := time.Now()
 	var last error
 	attempts, refusals := 0, 0
-	for {
+	launch := func() {
+		inflight++
 		attempts++
-		c, err := dialOnce(ctx, &t, pin)
-		if err == nil {
-			return c, nil
-		}
-		ae := err.(*attemptError)
-		switch {
-		case ae.permanent:
-			return nil, ae.err
-		case ae.auth:
-			refusals++
-			if refusals >= maxAuthRefusals {
-				return nil, ae.err
-			}
-		default:
-			refusals = 0
-		}
-		if ctx.Err() == nil || last == nil {
-			last = ae.err
-		}
-		timer := time.NewTimer(poll)
+		tc := t
+		go func() {
+			c, err := dialOnce(actx, &tc, pin)
+			results <- result{c, err}
+		}()
+	}
+	launch()
+	tick := time.NewTicker(poll)
+	defer tick.Stop()
+	for {
 		select {
+		case r := <-results:
+			inflight--
+			if r.err == nil {
+				finish()
+				return r.c, nil
+			}
+			ae := r.err.(*attemptError)
+			switch {
+			case ae.permanent:
+				finish()
+				return nil, ae.err
+			case ae.auth:
+				refusals++
+				if refusals >= maxAuthRefusals {
+					finish()
+					return nil, ae.err
+				}
+			default:
+				refusals = 0
+			}
+			if ctx.Err() == nil || last == nil {
+				last = ae.err
+			}
+		case <-tick.C:
+			if inflight < maxInflight {
+				launch()
+			}
 		case <-ctx.Done():
-			timer.Stop()
+			finish()
+			if last == nil {
+				last = ctx.Err()
+			}
 			return nil, fmt.Errorf("gave up waiting for SSH on %s after %d attempts in %s (%v): the server did not accept an SSH connection in time; check the VM's console log. Last error: %w",
 				t.displayName(), attempts, time.Since(start).Round(time.Second), ctx.Err(), last)
-		case <-timer.C:
 		}
 	}
 }

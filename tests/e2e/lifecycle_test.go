@@ -3,6 +3,7 @@
 package e2e
 
 import (
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -14,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/creack/pty"
 	"github.com/devvm/devvm/launcher/vmfile"
 )
 
@@ -108,7 +110,10 @@ func TestLifecycle(t *testing.T) {
 	// destroy: no process, no state.
 	w.ok("up")
 	marker := w.marker(name)
-	w.ok("destroy", "-f")
+	r = w.ok("destroy", "-f", "--gc")
+	if !strings.Contains(r.stderr, "guix gc freed") {
+		t.Errorf("destroy --gc did not report the space freed:\n%s", r.stderr)
+	}
 	if got := processesWith(marker); len(got) != 0 {
 		t.Errorf("processes of the VM after destroy: %v", got)
 	}
@@ -245,4 +250,50 @@ func TestStaleRecordUnrelatedProcess(t *testing.T) {
 func bootID() string {
 	b, _ := os.ReadFile("/proc/sys/kernel/random/boot_id")
 	return strings.TrimSpace(string(b))
+}
+
+// TestForeground: `up --foreground` puts the serial console on this
+// terminal; Ctrl-C reaches the guest, not QEMU; the VM is usable from other
+// commands; Ctrl-a x ends QEMU and the command, and the record is cleaned.
+func TestForeground(t *testing.T) {
+	w := newWorld(t, "fg")
+	w.setVmfile(`memory = "512M"`, `cpus = 1`)
+	w.ok("build")
+	c := w.cmd("up", "--foreground")
+	ptmx, err := pty.StartWithSize(c, &pty.Winsize{Rows: 24, Cols: 80})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ptmx.Close()
+	out := &syncBuf{}
+	go io.Copy(out, ptmx)
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		for end := time.Now().Add(3 * time.Minute); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
+			if cond() {
+				return
+			}
+		}
+		t.Fatalf("timed out waiting for %s; terminal:\n%s", what, out.String())
+	}
+	waitFor("the guest's console", func() bool { return strings.Contains(out.String(), "devvm-guest: ready") })
+	waitFor("SSH", func() bool { return w.run("ssh", "--", "true").code == 0 })
+	pid := int(w.status()["pid"].(float64))
+	ptmx.Write([]byte{3}) // Ctrl-C
+	time.Sleep(time.Second)
+	if !alive(pid) {
+		t.Fatal("Ctrl-C killed the foreground VM")
+	}
+	ptmx.Write([]byte{1, 'x'}) // Ctrl-a x
+	done := make(chan error, 1)
+	go func() { done <- c.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("devvm did not end after Ctrl-a x; terminal:\n%s", out.String())
+	}
+	waitGone(t, pid)
+	if st := w.status(); st["state"] != "stopped" {
+		t.Errorf("status after the foreground VM ended: %v", st)
+	}
 }

@@ -16,7 +16,7 @@ import (
 
 // Version is part of every build key: bump it whenever a template changes
 // in a way that changes the VMs built from it.
-const Version = "1"
+const Version = "2"
 
 //go:embed guix/*.scm microvm/*
 var files embed.FS
@@ -40,7 +40,12 @@ type Data struct {
 	// Manifest is the path of the project's manifest.scm relative to the
 	// config's directory, or "" to use Packages.
 	Manifest string
-	// Packages is the default package set when there is no manifest.
+	// PackageFile is the path of the project's guix.scm (a package
+	// definition), relative to the config's directory, used when there is
+	// no manifest: the VM gets the package's development inputs, like
+	// `guix shell -D -f guix.scm`.
+	PackageFile string
+	// Packages is the default package set when there is neither.
 	Packages []string
 	// AuthorizedKeys is the path, relative to the config's directory, of the
 	// file devvm writes with the public keys allowed to log in as User.

@@ -51,15 +51,18 @@ func Init(ctx context.Context, env *hostenv.Env, ui *UI, opts InitOptions) error
 	if _, err := vmfile.Parse(filepath.Join(dir, vmfile.FileName), vmText); err != nil {
 		return fmt.Errorf("internal: the Vmfile template does not parse: %w", err)
 	}
-	manifest := ""
+	manifest, pkgFile := "", ""
 	if _, err := os.Stat(filepath.Join(dir, "manifest.scm")); err == nil {
 		manifest = "manifest.scm"
 		ui.Printf("reusing the project's manifest.scm for the VM's packages")
+	} else if _, err := os.Stat(filepath.Join(dir, "guix.scm")); err == nil {
+		pkgFile = "guix.scm"
+		ui.Printf("reusing the project's guix.scm: the VM gets its package's development inputs")
 	}
 	config, err := templates.RenderGuix(tmpl, templates.Data{
 		HostName: name, User: "dev", UID: guestUID(dir),
 		Shares:   []templates.Share{{Tag: "share0", Guest: "/mnt/" + name}},
-		Manifest: manifest, Packages: templates.DefaultPackages,
+		Manifest: manifest, PackageFile: pkgFile, Packages: templates.DefaultPackages,
 		AuthorizedKeys: filepath.Join(state.DirName, "authorized_keys"),
 	})
 	if err != nil {

@@ -307,14 +307,14 @@ func authHint(t *Target) string {
 // is established and authenticated, or ctx ends. It is meant for a VM that is booting: its
 // forwarded port accepts TCP long before sshd answers, so resets, EOFs and timeouts are
 // retried. A new attempt starts every poll interval even while earlier ones still wait for
-// an answer (at most maxInflight at once), so an attempt stuck on a half-open forward never
+// an answer (at most maxInflight, 64, at once), so attempts stuck on a half-open forward never
 // delays readiness; the first success wins. Host key problems end the wait at once; an
 // authentication refusal ends it after three refusals in a row. With pin, the host key is
 // recorded like Pin does, otherwise it is verified strictly like Dial does.
 func WaitReady(ctx context.Context, t Target, poll time.Duration, pin bool) (*Client, error) {
 	const maxPoll = 250 * time.Millisecond
 	const maxAuthRefusals = 3
-	const maxInflight = 4
+	const maxInflight = 64
 	if poll <= 0 || poll > maxPoll {
 		poll = maxPoll
 	}

@@ -23,6 +23,13 @@
   (map (lambda (entry)
          (list (manifest-entry-item entry) (manifest-entry-output entry)))
        (manifest-entries (load {{scm .Manifest}})))
+{{- else if .PackageFile}}
+  ;; The development inputs of the project's package, like
+  ;; `guix shell -D -f guix.scm'.
+  (map (lambda (entry)
+         (list (manifest-entry-item entry) (manifest-entry-output entry)))
+       (manifest-entries
+        (package->development-manifest (load {{scm .PackageFile}}))))
 {{- else}}
   (specifications->packages
    '({{range $i, $p := .Packages}}{{if $i}} {{end}}{{scm $p}}{{end}}))

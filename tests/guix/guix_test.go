@@ -309,6 +309,20 @@ func TestGuix(t *testing.T) {
 					t.Errorf("the derivation depends on the cwd: %s from /, %s from %s", fromRoot, fromDir, inside)
 				}
 			})
+			if name == templates.DefaultGuix {
+				t.Run(name+"/guix.scm", func(t *testing.T) {
+					// A project with a package definition and no manifest:
+					// the VM gets the package's development inputs.
+					d := baseData()
+					d.Packages, d.PackageFile = nil, "guix.scm"
+					dir := project(t, name, d, "", key)
+					pkg := "(use-modules (gnu packages base))\nhello\n"
+					if err := os.WriteFile(filepath.Join(dir, "guix.scm"), []byte(pkg), 0o644); err != nil {
+						t.Fatal(err)
+					}
+					drv(t, guix(t, dir, nil, "guix", "system", "vm", "-d", inside+"/"+config))
+				})
+			}
 			t.Run(name+"/two-shares", func(t *testing.T) {
 				dir := project(t, name, twoShares, "", key)
 				src, err := os.ReadFile(filepath.Join(dir, config))

@@ -11,25 +11,35 @@
 ;;    path is never baked into the build.
 (use-modules (gnu)
              (gnu system)
-             (guix profiles))
+             (guix packages)
+             (guix profiles)
+             (srfi srfi-1))
 (use-service-modules networking ssh)
 (use-package-modules certs)
 
 (define %devvm-user {{scm .User}})
-
+{{if or .Manifest .PackageFile}}
+;; Entries of a manifest as operating-system packages, minus those
+;; %base-packages already has: two variants of one package (say, the `tar'
+;; among a package's development inputs and the base one) would conflict.
+(define (devvm-manifest-packages manifest)
+  (let ((base (map (lambda (p) (package-name (if (package? p) p (car p))))
+                   %base-packages)))
+    (filter-map (lambda (entry)
+                  (and (not (member (manifest-entry-name entry) base))
+                       (list (manifest-entry-item entry)
+                             (manifest-entry-output entry))))
+                (manifest-entries manifest))))
+{{end}}
 (define %devvm-packages
 {{- if .Manifest}}
   ;; The project's manifest: the same packages as `guix shell -m'.
-  (map (lambda (entry)
-         (list (manifest-entry-item entry) (manifest-entry-output entry)))
-       (manifest-entries (load {{scm .Manifest}})))
+  (devvm-manifest-packages (load {{scm .Manifest}}))
 {{- else if .PackageFile}}
   ;; The development inputs of the project's package, like
   ;; `guix shell -D -f guix.scm'.
-  (map (lambda (entry)
-         (list (manifest-entry-item entry) (manifest-entry-output entry)))
-       (manifest-entries
-        (package->development-manifest (load {{scm .PackageFile}}))))
+  (devvm-manifest-packages
+   (package->development-manifest (load {{scm .PackageFile}})))
 {{- else}}
   (specifications->packages
    '({{range $i, $p := .Packages}}{{if $i}} {{end}}{{scm $p}}{{end}}))

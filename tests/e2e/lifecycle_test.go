@@ -77,6 +77,21 @@ func TestLifecycle(t *testing.T) {
 		t.Errorf("pid changed from %d to %d", pid, p)
 	}
 
+	// Changed inputs: the running VM is outdated until `devvm reload`.
+	cfg := filepath.Join(w.checkout, "dev-vm.scm")
+	orig, _ := os.ReadFile(cfg)
+	os.WriteFile(cfg, append(append([]byte(nil), orig...), []byte("\n;; edited\n")...), 0o644)
+	if st := w.status(); st["outdated"] != true || !strings.Contains(st["hint"].(string), "devvm reload") {
+		t.Errorf("status after editing dev-vm.scm: %v", st)
+	}
+	if r := w.ok("up"); !strings.Contains(r.stderr, "outdated") {
+		t.Errorf("up on an outdated VM did not say so:\n%s", r.stderr)
+	}
+	os.WriteFile(cfg, orig, 0o644)
+	if st := w.status(); st["outdated"] != false {
+		t.Errorf("status after restoring dev-vm.scm: %v", st)
+	}
+
 	// Graceful halt: sudo poweroff over SSH.
 	r = w.ok("halt")
 	if !strings.Contains(r.stderr, "powered off over SSH") {

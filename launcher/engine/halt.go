@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -49,15 +48,15 @@ func (g *Guix) halt(ctx context.Context, opts backend.HaltOptions) error {
 		g.UI.Printf("VM %q is not running", g.VF.Name)
 		return nil
 	}
-	return g.haltRuntime(ctx, o.rt, opts, nil)
+	return g.haltRuntime(ctx, o.rt, opts)
 }
 
 // haltRuntime stops a VM: `sudo poweroff` over SSH (a guest built on
 // %base-services may ignore the ACPI button), then QMP system_powerdown,
 // then SIGTERM, then SIGKILL, each with a bounded wait inside the total
-// timeout. Force skips the graceful steps. fg is the foreground QEMU child
-// (reaped by its owner), or nil.
-func (g *Guix) haltRuntime(ctx context.Context, rt *Runtime, opts backend.HaltOptions, fg *exec.Cmd) error {
+// timeout. Force skips the graceful steps. A foreground QEMU is devvm's own
+// child: its owner reaps it, and a zombie already counts as gone.
+func (g *Guix) haltRuntime(ctx context.Context, rt *Runtime, opts backend.HaltOptions) error {
 	total := opts.Timeout
 	if total <= 0 {
 		total = DefaultHaltTimeout
@@ -170,7 +169,7 @@ func (g *Guix) Destroy(ctx context.Context, names []string, opts backend.Destroy
 				return fmt.Errorf("not destroyed")
 			}
 		}
-		if err := g.haltRuntime(ctx, o.rt, backend.HaltOptions{Force: opts.Force, Timeout: DefaultHaltTimeout}, nil); err != nil {
+		if err := g.haltRuntime(ctx, o.rt, backend.HaltOptions{Force: opts.Force, Timeout: DefaultHaltTimeout}); err != nil {
 			return fmt.Errorf("%v\nnothing was deleted", err)
 		}
 	} else if o.rt != nil {

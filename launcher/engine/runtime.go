@@ -2,7 +2,6 @@ package engine
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"time"
@@ -99,5 +98,3 @@ func (g *Guix) cleanStale(o observed) {
 		g.forget()
 	}
 }
-
-var errNotRunning = errors.New("not running")

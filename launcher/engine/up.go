@@ -389,7 +389,7 @@ func (g *Guix) runForeground(ctx context.Context, rt *Runtime, argv []string, op
 			}
 			return nil
 		case <-term:
-			g.haltRuntime(context.Background(), rt, backend.HaltOptions{Timeout: 60 * time.Second}, cmd)
+			g.haltRuntime(context.Background(), rt, backend.HaltOptions{Timeout: DefaultHaltTimeout})
 		}
 	}
 }

@@ -200,11 +200,7 @@ func (s *Server) run(ctx context.Context, att p9.Attacher) {
 // accept returns the first connection that presents the nonce. Connections
 // are checked concurrently so a silent one cannot hold up the real mount.
 func (s *Server) accept() (net.Conn, error) {
-	type result struct {
-		conn net.Conn
-		err  error
-	}
-	verified := make(chan result, 1)
+	verified := make(chan net.Conn, 1)
 	var (
 		wg      sync.WaitGroup
 		mu      sync.Mutex
@@ -239,7 +235,7 @@ func (s *Server) accept() (net.Conn, error) {
 				}
 				mu.Unlock()
 				select {
-				case verified <- result{conn: c}:
+				case verified <- c:
 					s.ln.Close()
 				default:
 					c.Close() // another connection won
@@ -248,9 +244,9 @@ func (s *Server) accept() (net.Conn, error) {
 		}
 	}()
 
-	var res result
+	var conn net.Conn
 	select {
-	case res = <-verified:
+	case conn = <-verified:
 	case err := <-acceptErr:
 		// The listener is closed: too many bad connections, Close, ctx or
 		// the SSH connection ended. A verification may still be in flight.
@@ -261,7 +257,7 @@ func (s *Server) accept() (net.Conn, error) {
 		mu.Unlock()
 		wg.Wait()
 		select {
-		case res = <-verified:
+		case conn = <-verified:
 		default:
 			mu.Lock()
 			n := bad
@@ -279,7 +275,7 @@ func (s *Server) accept() (net.Conn, error) {
 		c.Close()
 	}
 	mu.Unlock()
-	return res.conn, nil
+	return conn, nil
 }
 
 // checkNonce reads exactly len(nonce) bytes, no more, so the 9P stream that

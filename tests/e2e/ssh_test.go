@@ -7,7 +7,9 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -132,6 +134,38 @@ func TestSSH(t *testing.T) {
 			if out, err := exec.Command("ssh", "-F", p, "-o", "BatchMode=yes", "devvm-"+name, "true").CombinedOutput(); err == nil {
 				t.Errorf("OpenSSH accepted a forged pinned key:\n%s", out)
 			}
+		}
+	})
+
+	t.Run("LocalForward", func(t *testing.T) {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		l.Close()
+		// 127.0.0.1: the tiny guest has no /etc/hosts to resolve localhost.
+		c := w.cmd("ssh", "-L", fmt.Sprintf("%d:127.0.0.1:22", port), "--", "sleep", "20")
+		var stderr syncBuf
+		c.Stderr = &stderr
+		if err := c.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer func() { c.Process.Kill(); c.Wait() }()
+		var banner string
+		for end := time.Now().Add(15 * time.Second); time.Now().Before(end) && banner == ""; time.Sleep(100 * time.Millisecond) {
+			conn, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), time.Second)
+			if err != nil {
+				continue
+			}
+			conn.SetDeadline(time.Now().Add(5 * time.Second))
+			b := make([]byte, 64)
+			n, _ := conn.Read(b)
+			banner = string(b[:n])
+			conn.Close()
+		}
+		if !strings.HasPrefix(banner, "SSH-2.0-") {
+			t.Errorf("-L did not carry the guest's sshd banner through; got %q (devvm: %s)", banner, stderr.String())
 		}
 	})
 

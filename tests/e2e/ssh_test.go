@@ -169,6 +169,64 @@ func TestSSH(t *testing.T) {
 		}
 	})
 
+	t.Run("Logs", func(t *testing.T) {
+		r := w.ok("logs", "-n", "3")
+		if n := strings.Count(strings.TrimRight(r.stdout, "\n"), "\n") + 1; n != 3 {
+			t.Errorf("logs -n 3 printed %d lines:\n%s", n, r.stdout)
+		}
+		if all := w.ok("logs").stdout; !strings.Contains(all, "devvm-guest: ready") {
+			t.Errorf("the console log lacks the guest's boot messages:\n%s", all)
+		}
+		// -f follows new output: make the guest write to its console.
+		c := w.cmd("logs", "-f", "-n", "1")
+		out := &syncBuf{}
+		c.Stdout = out
+		if err := c.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer func() { c.Process.Kill(); c.Wait() }()
+		time.Sleep(500 * time.Millisecond)
+		w.ok("ssh", "--", "sh", "-c", "echo followed-line > /dev/console")
+		for end := time.Now().Add(10 * time.Second); time.Now().Before(end) && !strings.Contains(out.String(), "followed-line"); {
+			time.Sleep(100 * time.Millisecond)
+		}
+		if !strings.Contains(out.String(), "followed-line") {
+			t.Errorf("logs -f did not show new console output: %q", out.String())
+		}
+	})
+
+	t.Run("Console", func(t *testing.T) {
+		c := w.cmd("console")
+		ptmx, err := pty.Start(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ptmx.Close()
+		out := &syncBuf{}
+		go io.Copy(out, ptmx)
+		for end := time.Now().Add(10 * time.Second); time.Now().Before(end) && !strings.Contains(out.String(), "Ctrl-] detaches"); {
+			time.Sleep(50 * time.Millisecond)
+		}
+		w.ok("ssh", "--", "sh", "-c", "echo through-the-console > /dev/console")
+		for end := time.Now().Add(10 * time.Second); time.Now().Before(end) && !strings.Contains(out.String(), "through-the-console"); {
+			time.Sleep(50 * time.Millisecond)
+		}
+		if !strings.Contains(out.String(), "through-the-console") {
+			t.Errorf("console did not show the guest's output: %q", out.String())
+		}
+		ptmx.Write([]byte{0x1d}) // Ctrl-]
+		done := make(chan error, 1)
+		go func() { done <- c.Wait() }()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("console after Ctrl-]: %v", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("Ctrl-] did not detach")
+		}
+	})
+
 	t.Run("StoppedVM", func(t *testing.T) {
 		w.ok("halt")
 		r := w.run("ssh", "--", "true")

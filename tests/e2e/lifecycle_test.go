@@ -3,6 +3,7 @@
 package e2e
 
 import (
+	"encoding/json"
 	"io"
 	"net"
 	"os"
@@ -204,6 +205,24 @@ func TestConcurrentUp(t *testing.T) {
 	}
 	if got := processesWith(w.marker(vmName(w.checkout))); len(got) != 1 {
 		t.Errorf("QEMU processes of this VM: %v, want 1", got)
+	}
+
+	// The user-wide list shows it, from any directory; a VM whose
+	// checkout is gone is pruned.
+	var rows []map[string]any
+	r := w.ok("--dir", "/", "list", "--json")
+	if json.Unmarshal([]byte(r.stdout), &rows) != nil || len(rows) != 1 || rows[0]["state"] != "running" || rows[0]["checkout"] != w.checkout {
+		t.Errorf("list --json: %s", r.stdout)
+	}
+	w.ok("halt", "-f")
+	os.RemoveAll(w.checkout)
+	os.MkdirAll(w.checkout, 0o755) // the harness runs devvm there
+	r = w.ok("list", "--prune")
+	if !strings.Contains(r.stderr, "pruned") {
+		t.Errorf("list --prune did not drop the gone checkout:\n%s%s", r.stdout, r.stderr)
+	}
+	if r = w.ok("list", "--json"); strings.TrimSpace(r.stdout) != "[]" {
+		t.Errorf("list after prune: %s", r.stdout)
 	}
 }
 

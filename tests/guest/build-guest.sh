@@ -20,7 +20,7 @@ die() {
 # Modules /init loads, in this order (9p over virtio-pci, virtio-net), then virtio_rng (run-vm.sh's virtio-rng-pci
 # seeds the kernel RNG, so dropbear does not wait seconds for it under TCG) and the ACPI power button + evdev (acpid).
 MODULES=(virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci failover net_failover virtio_net
-	netfs fscache 9pnet 9pnet_virtio 9p virtio_rng button evdev)
+	netfs fscache 9pnet 9pnet_virtio 9pnet_fd 9p virtio_rng button evdev)
 # Runtime libraries of dropbear (Debian 12); the ones ldd reports are copied from these packages.
 LIB_PKGS=(libtomcrypt1 libtommath1 libgmp10 zlib1g libcrypt1 libc6)
 
@@ -32,7 +32,9 @@ done
 
 kpkg="$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-/ {print $2; exit}')"
 [[ -n "$kpkg" ]] || die "cannot resolve the kernel package behind linux-image-amd64; run 'apt-get update' and retry"
-PKGS=("$kpkg" busybox-static dropbear-bin "${LIB_PKGS[@]}")
+# bash (for devvm's 9P-over-SSH mount script: /dev/tcp) and the real git with the libraries ldd reports.
+EXTRA_PKGS=(bash-static git libpcre2-8-0)
+PKGS=("$kpkg" busybox-static dropbear-bin "${LIB_PKGS[@]}" "${EXTRA_PKGS[@]}")
 # Candidate versions from the local apt lists (one apt-cache call, no network).
 declare -A cand=()
 while read -r p v; do cand[$p]="$v"; done < <(apt-cache policy "${PKGS[@]}" 2>/dev/null |
@@ -103,6 +105,15 @@ while read -r lib; do
 	mkdir -p "$root$(dirname "$rel")"
 	cp -L "$lib" "$root$rel"
 done < <(LD_LIBRARY_PATH="$libpath" ldd "$x/usr/sbin/dropbear" | awk '$2 == "=>" && $3 ~ /^\// {print $3}')
+# bash-static as /bin/bash; git (every command used in the tests is a builtin of /usr/bin/git) and its libraries.
+cp "$x/bin/bash-static" "$root/bin/bash"
+cp "$x/usr/bin/git" "$root/usr/bin/git"
+while read -r lib; do
+	[[ "$lib" == "$x"/* ]] || die "ldd resolved '$lib' outside the unpacked packages; EXTRA_PKGS is incomplete"
+	rel="${lib#"$x"}"
+	mkdir -p "$root$(dirname "$rel")"
+	cp -L "$lib" "$root$rel"
+done < <(LD_LIBRARY_PATH="$libpath" ldd "$x/usr/bin/git" | awk '$2 == "=>" && $3 ~ /^\// {print $3}')
 loader="$(find "$x" -name 'ld-linux-x86-64.so.2' -print -quit)"
 [[ -n "$loader" ]] || die "libc6 did not contain ld-linux-x86-64.so.2"
 mkdir -p "$root/lib64"
@@ -134,6 +145,7 @@ done
 cat >"$root/etc/shells" <<'EOF'
 /bin/sh
 /bin/ash
+/bin/bash
 EOF
 cat >"$root/etc/acpid.conf" <<'EOF'
 PWRF PWRF/00000080

@@ -331,3 +331,51 @@ func TestForeground(t *testing.T) {
 		t.Errorf("status after the foreground VM ended: %v", st)
 	}
 }
+
+// TestPersistent: with persistent = true the guest's disk writes go to a
+// devvm-owned qcow2 overlay under .devvm/ (not guix's shared /tmp file),
+// survive halt/up, leave the store image untouched, and go with destroy.
+func TestPersistent(t *testing.T) {
+	w := newWorld(t, "persist")
+	w.setVmfile(`memory = "512M"`, `cpus = 1`, `persistent = true`)
+	w.ok("up")
+	name := vmName(w.checkout)
+	disks, _ := filepath.Glob(filepath.Join(w.checkout, ".devvm", name, "disk-*.qcow2"))
+	if len(disks) != 1 {
+		t.Fatalf("persistent disks: %v", disks)
+	}
+	argv, _ := os.ReadFile(filepath.Join(w.checkout, ".devvm", name, "qemu.argv"))
+	if !strings.Contains(string(argv), "file="+disks[0]+",format=qcow2") || strings.Contains(string(argv), "/tmp/guix-image-") {
+		t.Fatalf("QEMU does not use devvm's overlay:\n%s", argv)
+	}
+	info, err := exec.Command("qemu-img", "info", "-U", "--output=json", disks[0]).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var meta struct {
+		Backing string `json:"full-backing-filename"`
+	}
+	json.Unmarshal(info, &meta)
+	backingBefore, err := os.ReadFile(meta.Backing)
+	if err != nil {
+		t.Fatalf("backing image %q: %v", meta.Backing, err)
+	}
+
+	w.ok("ssh", "--", "sh", "-c", "printf devvm-persist | dd of=/dev/vda bs=512 seek=8 conv=notrunc 2>/dev/null && sync")
+	w.ok("halt")
+	w.ok("up")
+	r := w.ok("ssh", "--", "sh", "-c", "dd if=/dev/vda bs=512 skip=8 count=1 2>/dev/null | head -c 13")
+	if r.stdout != "devvm-persist" {
+		t.Errorf("the guest's write did not survive halt/up: read %q", r.stdout)
+	}
+	if after, _ := os.ReadFile(meta.Backing); string(after) != string(backingBefore) {
+		t.Error("the store image was modified")
+	}
+	if leaked, _ := filepath.Glob("/tmp/guix-image-" + filepath.Base(meta.Backing)); len(leaked) != 0 {
+		t.Errorf("guix's shared /tmp overlay was created: %v", leaked)
+	}
+	w.ok("destroy", "-f")
+	if _, err := os.Stat(disks[0]); !os.IsNotExist(err) {
+		t.Errorf("destroy left the persistent disk: %v", err)
+	}
+}

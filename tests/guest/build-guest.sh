@@ -18,9 +18,10 @@ die() {
 }
 
 # Modules /init loads, in this order (9p over virtio-pci, virtio-net), then virtio_rng (run-vm.sh's virtio-rng-pci
-# seeds the kernel RNG, so dropbear does not wait seconds for it under TCG) and the ACPI power button + evdev (acpid).
+# seeds the kernel RNG, so dropbear does not wait seconds for it under TCG), the ACPI power button + evdev (acpid) and
+# virtio_blk (the run-vm.sh disk: devvm's persistent overlay is tested by writing to /dev/vda).
 MODULES=(virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci failover net_failover virtio_net
-	netfs fscache 9pnet 9pnet_virtio 9pnet_fd 9p virtio_rng button evdev)
+	netfs fscache 9pnet 9pnet_virtio 9pnet_fd 9p virtio_rng button evdev virtio_blk)
 # Runtime libraries of dropbear (Debian 12); the ones ldd reports are copied from these packages.
 LIB_PKGS=(libtomcrypt1 libtommath1 libgmp10 zlib1g libcrypt1 libc6)
 

@@ -1,0 +1,362 @@
+//go:build e2e
+
+// Package microvmtest is the end-to-end test of devvm's microvm.nix backend:
+// a real OpenSSH sshd on 127.0.0.1 plays the hypervisor, with stand-ins for
+// microvm, systemctl, journalctl and nix (tests/microvm/standin) on a fake
+// root, and the tiny real QEMU guest of tests/guest as every VM.
+//
+//	go test -tags e2e -count=1 -v ./tests/microvm/
+package microvmtest
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/devvm/devvm/launcher/backend"
+	"github.com/devvm/devvm/launcher/hostenv"
+	"github.com/devvm/devvm/launcher/microvm"
+	"github.com/devvm/devvm/launcher/sshx"
+	"github.com/devvm/devvm/launcher/vmfile"
+	"golang.org/x/crypto/ssh"
+)
+
+// need skips (or, with CI=true, fails) when the environment cannot run the test.
+func need(t *testing.T) {
+	t.Helper()
+	miss := func(why string) {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("CI=true but %s", why)
+		}
+		t.Skip(why)
+	}
+	if os.Geteuid() != 0 {
+		miss("needs root (sshd on a test port, git, the fake root)")
+	}
+	for _, tool := range []string{"qemu-system-x86_64", "jq", "socat", "git", "setsid", "ssh"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			miss(tool + " is not installed (apt-get install qemu-system-x86 jq socat git util-linux openssh-client)")
+		}
+	}
+	if _, err := os.Stat("/usr/sbin/sshd"); err != nil {
+		miss("/usr/sbin/sshd is missing (apt-get install openssh-server)")
+	}
+}
+
+// uiBuf collects progress output and mirrors it to the test log.
+type uiBuf struct {
+	t  *testing.T
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (u *uiBuf) Write(p []byte) (int, error) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.b.Write(p)
+	u.t.Logf("%s", strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+// Take returns and clears what was written.
+func (u *uiBuf) Take() string {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	s := u.b.String()
+	u.b.Reset()
+	return s
+}
+
+var (
+	guestOnce            sync.Once
+	guestKernel, guestRD string
+	guestErr             error
+)
+
+func guest(t *testing.T) (string, string) {
+	t.Helper()
+	guestOnce.Do(func() {
+		out, err := exec.Command("../guest/build-guest.sh").Output()
+		if err != nil {
+			guestErr = fmt.Errorf("tests/guest/build-guest.sh: %v", err)
+			return
+		}
+		for _, l := range strings.Split(string(out), "\n") {
+			if k, ok := strings.CutPrefix(l, "KERNEL="); ok {
+				guestKernel = k
+			}
+			if k, ok := strings.CutPrefix(l, "INITRD="); ok {
+				guestRD = k
+			}
+		}
+	})
+	if guestErr != nil || guestKernel == "" {
+		t.Fatalf("cannot build the test guest: %v", guestErr)
+	}
+	return guestKernel, guestRD
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// writeKey writes a new ed25519 private key (OpenSSH format, 0600) and returns its signer.
+func writeKey(t *testing.T, path string) ssh.Signer {
+	t.Helper()
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	blk, err := ssh.MarshalPrivateKey(priv, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, pem.EncodeToMemory(blk), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s, err := ssh.NewSignerFromKey(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func run(t *testing.T, dir string, env []string, name string, args ...string) string {
+	t.Helper()
+	cmd := exec.Command(name, args...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), env...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %s (in %s): %v\n%s", name, strings.Join(args, " "), dir, err, out)
+	}
+	return string(out)
+}
+
+// world is one test setup: the fake hypervisor root, the flake in git, the
+// devvm user's files.
+type world struct {
+	t        *testing.T
+	tmp      string
+	root     string // DEVVM_STANDIN_ROOT
+	standin  string // tests/microvm/standin
+	env      []string
+	checkout string // the local checkout (Vmfile, flake)
+	hvCheck  string // the hypervisor's checkout
+	dataDir  string
+	hostEnv  *hostenv.Env
+	ui       *uiBuf
+	machines map[string]map[string]any
+}
+
+func newWorld(t *testing.T) *world {
+	t.Helper()
+	need(t)
+	k, rd := guest(t)
+	tmp := t.TempDir()
+	standin, err := filepath.Abs("standin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := &world{t: t, tmp: tmp, root: filepath.Join(tmp, "root"), standin: standin,
+		checkout: filepath.Join(tmp, "work", "infra"), hvCheck: filepath.Join(tmp, "hv", "infra"),
+		dataDir: filepath.Join(tmp, "data"), ui: &uiBuf{t: t}, machines: map[string]map[string]any{}}
+	w.env = []string{"DEVVM_STANDIN_ROOT=" + w.root, "DEVVM_STANDIN_BIN=" + standin,
+		"DEVVM_MICROVM_STATE_DIR=" + filepath.Join(w.root, "var/lib/microvms"),
+		"DEVVM_MICROVM_GCROOTS=" + filepath.Join(w.root, "nix/var/nix/gcroots/microvm"),
+		"DEVVM_TEST_KERNEL=" + k, "DEVVM_TEST_INITRD=" + rd}
+	env := hostenv.FromOS()
+	env.DataDir, env.StateDir, env.RuntimeDir = w.dataDir, filepath.Join(tmp, "state"), filepath.Join(tmp, "rt")
+	w.hostEnv = env
+	t.Cleanup(w.stopAll)
+	return w
+}
+
+// devvmKey is the authorized line of devvm's own key (the guests must allow it).
+func (w *world) devvmKey() string {
+	k, err := sshx.EnsureUserKey(w.dataDir)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	return strings.TrimSpace(string(k.AuthorizedLine))
+}
+
+// writeFlake writes flake.nix and the stand-in's machine descriptions.
+func (w *world) writeFlake(dir string) {
+	w.t.Helper()
+	os.MkdirAll(dir, 0o755)
+	os.WriteFile(filepath.Join(dir, "flake.nix"), []byte("# the stand-in nix reads devvm-standin.json instead\n{ outputs = _: { }; }\n"), 0o644)
+	b, _ := json.MarshalIndent(w.machines, "", "  ")
+	if err := os.WriteFile(filepath.Join(dir, "devvm-standin.json"), b, 0o644); err != nil {
+		w.t.Fatal(err)
+	}
+}
+
+// stopAll stops every VM the stand-in systemd runs (test cleanup).
+func (w *world) stopAll() {
+	ents, _ := os.ReadDir(filepath.Join(w.root, "run/systemd"))
+	for _, e := range ents {
+		u := strings.TrimSuffix(e.Name(), ".pid")
+		cmd := exec.Command(filepath.Join(w.standin, "systemctl"), "stop", u)
+		cmd.Env = append(os.Environ(), w.env...)
+		cmd.Run()
+	}
+}
+
+// unitPID is the pid the stand-in systemd records for a running VM.
+func (w *world) unitPID(vm string) string {
+	b, _ := os.ReadFile(filepath.Join(w.root, "run/systemd", "microvm@"+vm+".pid"))
+	return strings.TrimSpace(string(b))
+}
+
+func (w *world) link(vm, name string) string {
+	s, _ := os.Readlink(filepath.Join(w.root, "var/lib/microvms", vm, name))
+	return s
+}
+
+// hypervisor is the test sshd.
+type hypervisor struct {
+	port       int
+	knownHosts string
+	authorized string
+}
+
+func (w *world) startHypervisor() *hypervisor {
+	t := w.t
+	t.Helper()
+	dir := filepath.Join(w.tmp, "sshd")
+	os.MkdirAll(dir, 0o700)
+	os.MkdirAll("/run/sshd", 0o755)
+	hk := writeKey(t, filepath.Join(dir, "host_key"))
+	h := &hypervisor{port: freePort(t), knownHosts: filepath.Join(w.tmp, "known_hosts"), authorized: filepath.Join(dir, "authorized_keys")}
+	os.WriteFile(h.authorized, nil, 0o600)
+	cfg := fmt.Sprintf(`Port %d
+ListenAddress 127.0.0.1
+HostKey %s
+PidFile %s
+AuthorizedKeysFile %s
+StrictModes no
+PermitRootLogin yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+AllowTcpForwarding yes
+PermitTTY yes
+SetEnv %s
+ForceCommand %s
+`, h.port, filepath.Join(dir, "host_key"), filepath.Join(dir, "sshd.pid"), h.authorized,
+		strings.Join(w.env, " "), filepath.Join(filepath.Dir(w.standin), "hv-session"))
+	cfgPath := filepath.Join(dir, "sshd_config")
+	os.WriteFile(cfgPath, []byte(cfg), 0o600)
+	if out, err := exec.Command("/usr/sbin/sshd", "-t", "-f", cfgPath).CombinedOutput(); err != nil {
+		t.Fatalf("sshd -t: %v\n%s", err, out)
+	}
+	cmd := exec.Command("/usr/sbin/sshd", "-D", "-e", "-f", cfgPath)
+	cmd.Stderr = &prefixLog{t: t, p: "sshd: "}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	for i := 0; ; i++ {
+		c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", h.port))
+		if err == nil {
+			c.Close()
+			break
+		}
+		if i > 100 {
+			t.Fatalf("sshd did not listen on %d", h.port)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	line := fmt.Sprintf("[127.0.0.1]:%d %s", h.port, ssh.MarshalAuthorizedKey(hk.PublicKey()))
+	os.WriteFile(h.knownHosts, []byte(line), 0o600)
+	return h
+}
+
+func (h *hypervisor) authorize(t *testing.T, s ssh.Signer) {
+	f, err := os.OpenFile(h.authorized, os.O_APPEND|os.O_WRONLY, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Write(ssh.MarshalAuthorizedKey(s.PublicKey()))
+	f.Close()
+}
+
+type prefixLog struct {
+	t *testing.T
+	p string
+}
+
+func (l *prefixLog) Write(b []byte) (int, error) {
+	for _, line := range strings.Split(strings.TrimRight(string(b), "\n"), "\n") {
+		l.t.Logf("%s%s", l.p, line)
+	}
+	return len(b), nil
+}
+
+// open loads the checkout's Vmfile and returns the microvm backend.
+func (w *world) open(dir string) *microvm.Backend {
+	w.t.Helper()
+	vf, err := vmfile.Load(dir)
+	if err != nil {
+		w.t.Fatalf("load Vmfile: %v", err)
+	}
+	b, err := microvm.New(vf, w.hostEnv, &backend.UI{Err: w.ui})
+	if err != nil {
+		w.t.Fatalf("microvm.New: %v", err)
+	}
+	return b
+}
+
+// sshRun runs a command in a machine like `devvm ssh NAME -- CMD` does.
+func sshRun(t *testing.T, b *microvm.Backend, name, cmd string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	tg, err := b.SSHTarget(ctx, name)
+	if err != nil {
+		t.Fatalf("SSHTarget(%s): %v", name, err)
+	}
+	c, err := sshx.Dial(ctx, *tg)
+	if err != nil {
+		t.Fatalf("ssh %s: %v", name, err)
+	}
+	defer c.Close()
+	var out, errb bytes.Buffer
+	code, err := c.Run(ctx, cmd, nil, &out, &errb, false)
+	if err != nil || code != 0 {
+		t.Fatalf("ssh %s -- %s: status %d, %v: %s", name, cmd, code, err, errb.String())
+	}
+	return strings.TrimSpace(out.String())
+}
+
+func statusOf(t *testing.T, b *microvm.Backend, names ...string) map[string]backend.Status {
+	t.Helper()
+	st, err := b.Status(context.Background(), names)
+	if err != nil {
+		t.Fatalf("status: %v", err)
+	}
+	m := map[string]backend.Status{}
+	for _, s := range st {
+		m[s.Name] = s
+	}
+	return m
+}

@@ -1,0 +1,275 @@
+//go:build e2e
+
+package microvmtest
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/devvm/devvm/launcher/backend"
+	"github.com/devvm/devvm/launcher/sshx"
+)
+
+var gitEnv = []string{"GIT_AUTHOR_NAME=t", "GIT_AUTHOR_EMAIL=t@t", "GIT_COMMITTER_NAME=t", "GIT_COMMITTER_EMAIL=t@t"}
+
+// commit commits and pushes the local checkout (the seed's step 2).
+func (w *world) commit(msg string) {
+	w.writeFlake(w.checkout)
+	run(w.t, w.checkout, gitEnv, "git", "add", "-A")
+	run(w.t, w.checkout, gitEnv, "git", "commit", "-q", "-m", msg)
+	run(w.t, w.checkout, gitEnv, "git", "push", "-q", "origin", "HEAD:main")
+}
+
+func TestRemote(t *testing.T) {
+	w := newWorld(t)
+	hv := w.startHypervisor()
+	hvSigner := writeKey(t, filepath.Join(w.tmp, "hv_id"))
+	hv.authorize(t, hvSigner)
+	key := w.devvmKey()
+	ports := map[string]int{"vm1": freePort(t), "vm2": freePort(t), "vm3": freePort(t)}
+	for _, n := range []string{"vm1", "vm2", "vm3"} {
+		w.machines[n] = map[string]any{"user": "dev", "authorized_keys": []string{key}, "ssh_port": ports[n], "version": "1"}
+	}
+	w.machines["vm3"]["run"] = false // its runner has no bin/microvm-run: systemd skips the start
+
+	// The flake in git: origin, the user's checkout, the hypervisor's clone.
+	origin := filepath.Join(w.tmp, "origin.git")
+	run(t, w.tmp, gitEnv, "git", "init", "-q", "--bare", "-b", "main", origin)
+	os.MkdirAll(w.checkout, 0o755)
+	run(t, w.checkout, gitEnv, "git", "init", "-q", "-b", "main")
+	run(t, w.checkout, gitEnv, "git", "remote", "add", "origin", origin)
+	vmf := fmt.Sprintf(`name = "infra"
+backend = "microvm"
+
+[ssh]
+user = "dev"
+
+[microvm]
+flake = "."
+
+[microvm.machines.vm1]
+address = "127.0.0.1"
+port = %d
+
+[microvm.machines.vm2]
+address = "127.0.0.1"
+port = %d
+
+[microvm.machines.vm3]
+address = "127.0.0.1"
+port = %d
+
+[microvm.remote]
+destination = "root@127.0.0.1:%d"
+identity_file = %q
+known_hosts = %q
+checkout = %q
+`, ports["vm1"], ports["vm2"], ports["vm3"], hv.port, filepath.Join(w.tmp, "hv_id"), hv.knownHosts, w.hvCheck)
+	os.WriteFile(filepath.Join(w.checkout, "Vmfile"), []byte(vmf), 0o644)
+	os.WriteFile(filepath.Join(w.checkout, ".gitignore"), []byte(".devvm/\n"), 0o644)
+	w.commit("initial")
+	os.MkdirAll(filepath.Dir(w.hvCheck), 0o755)
+	run(t, w.tmp, gitEnv, "git", "clone", "-q", origin, w.hvCheck)
+
+	b := w.open(w.checkout)
+	ctx := context.Background()
+	if got := strings.Join(b.Machines(), ","); got != "vm1,vm2,vm3" || b.Kind() != "microvm" {
+		t.Fatalf("Machines = %s, Kind = %s", got, b.Kind())
+	}
+
+	t.Run("deploy two VMs", func(t *testing.T) {
+		if err := b.Up(ctx, []string{"vm1", "vm2"}, backend.UpOptions{Timeout: 90 * time.Second}); err != nil {
+			t.Fatalf("up: %v", err)
+		}
+		out := w.ui.Take()
+		for _, want := range []string{
+			"$ cd " + w.hvCheck + " && git pull --ff-only",
+			"$ microvm -c vm1 -f " + w.hvCheck,
+			"$ microvm -c vm2 -f " + w.hvCheck,
+			"$ systemctl start microvm@vm1",
+			"Created MicroVM vm1. Start with: systemctl start microvm@vm1.service",
+			"restarted none; started vm1, vm2; unchanged none",
+		} {
+			if !strings.Contains(out, want) {
+				t.Errorf("up output lacks %q", want)
+			}
+		}
+		for _, n := range []string{"vm1", "vm2"} {
+			if w.link(n, "current") == "" || w.link(n, "booted") != w.link(n, "current") {
+				t.Errorf("%s: current %q booted %q", n, w.link(n, "current"), w.link(n, "booted"))
+			}
+			for _, root := range []string{n, "booted-" + n} {
+				if _, err := os.Lstat(filepath.Join(w.root, "nix/var/nix/gcroots/microvm", root)); err != nil {
+					t.Errorf("gcroot %s: %v", root, err)
+				}
+			}
+		}
+		st := statusOf(t, b, "vm1", "vm2", "vm3")
+		if st["vm1"].State != backend.Running || st["vm2"].State != backend.Running || st["vm3"].State != backend.Stopped {
+			t.Errorf("status: %+v", st)
+		}
+	})
+
+	t.Run("ssh through the hypervisor as jump host", func(t *testing.T) {
+		tg, err := b.SSHTarget(ctx, "vm1")
+		if err != nil || tg.Jump == nil {
+			t.Fatalf("target %+v, %v", tg, err)
+		}
+		if got := sshRun(t, b, "vm1", "whoami"); got != "dev" {
+			t.Errorf("whoami in vm1 = %q", got)
+		}
+		// The emitted ssh_config works with OpenSSH's own ProxyJump.
+		text, err := b.SSHConfig(ctx, "vm2")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(text, "ProxyJump devvm-hypervisor-127.0.0.1") {
+			t.Errorf("ssh_config lacks the ProxyJump:\n%s", text)
+		}
+		cfg := filepath.Join(w.tmp, "ssh_config")
+		os.WriteFile(cfg, []byte(text), 0o600)
+		out, err := exec.Command("ssh", "-F", cfg, "-o", "BatchMode=yes", "devvm-vm2", "echo", "via-openssh").CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "via-openssh") {
+			t.Errorf("ssh -F %s devvm-vm2: %v\n%s\n%s", cfg, err, out, text)
+		}
+	})
+
+	t.Run("update restarts only the changed VM", func(t *testing.T) {
+		pid1, pid2, old2 := w.unitPID("vm1"), w.unitPID("vm2"), w.link("vm2", "current")
+		w.machines["vm2"]["version"] = "2"
+		w.commit("vm2: version 2")
+		if err := b.Up(ctx, []string{"vm1", "vm2"}, backend.UpOptions{Timeout: 90 * time.Second}); err != nil {
+			t.Fatalf("up: %v", err)
+		}
+		out := w.ui.Take()
+		for _, want := range []string{"$ microvm -u vm1", "$ microvm -u vm2", "No reboot of MicroVM vm1 required.",
+			"nixos-system-vm2: 25.11.1 → 25.11.2", "$ systemctl restart microvm@vm2",
+			"restarted vm2; started none; unchanged vm1"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("up output lacks %q", want)
+			}
+		}
+		if strings.Contains(out, "systemctl restart microvm@vm1") {
+			t.Errorf("vm1 was restarted although its runner did not change")
+		}
+		if w.unitPID("vm1") != pid1 || w.unitPID("vm2") == pid2 {
+			t.Errorf("pids: vm1 %s→%s (must stay), vm2 %s→%s (must change)", pid1, w.unitPID("vm1"), pid2, w.unitPID("vm2"))
+		}
+		if w.link("vm2", "old") != old2 || w.link("vm2", "current") == old2 || w.link("vm2", "booted") != w.link("vm2", "current") {
+			t.Errorf("vm2 links: old %s current %s booted %s (previous %s)", w.link("vm2", "old"), w.link("vm2", "current"), w.link("vm2", "booted"), old2)
+		}
+		if got := sshRun(t, b, "vm2", "echo up"); got != "up" {
+			t.Errorf("vm2 after restart: %q", got)
+		}
+	})
+
+	t.Run("status of outdated and stopped VMs", func(t *testing.T) {
+		// Someone updates vm1 on the hypervisor by hand without a restart (the seed's step 3).
+		w.machines["vm1"]["version"] = "2"
+		w.commit("vm1: version 2")
+		run(t, w.hvCheck, append(gitEnv, w.env...), "bash", "-c", "export PATH="+w.standin+":$PATH; git pull -q --ff-only && microvm -u vm1")
+		if err := b.Halt(ctx, []string{"vm2"}, backend.HaltOptions{}); err != nil {
+			t.Fatalf("halt: %v", err)
+		}
+		if out := w.ui.Take(); !strings.Contains(out, "$ systemctl stop microvm@vm2") || !strings.Contains(out, `VM "vm2" halted`) {
+			t.Errorf("halt output:\n%s", out)
+		}
+		st := statusOf(t, b)
+		if s := st["vm1"]; s.State != backend.Outdated || !s.Outdated || !strings.Contains(s.Hint, "devvm restart vm1") {
+			t.Errorf("vm1: %+v", s)
+		}
+		if s := st["vm2"]; s.State != backend.Stopped || s.Outdated {
+			t.Errorf("vm2: %+v", s)
+		}
+		if s := st["vm3"]; s.State != backend.Stopped || !strings.Contains(s.Reason, "not created") {
+			t.Errorf("vm3: %+v", s)
+		}
+		js, _ := json.Marshal(st["vm1"])
+		if !strings.Contains(string(js), `"state":"outdated"`) || !strings.Contains(string(js), `"outdated":true`) {
+			t.Errorf("json: %s", js)
+		}
+	})
+
+	t.Run("rollback survives garbage collection", func(t *testing.T) {
+		old, cur := w.link("vm2", "old"), w.link("vm2", "current")
+		rep, err := b.GC(ctx, backend.GCOptions{})
+		if err != nil || !rep.StoreGC {
+			t.Fatalf("gc: %+v, %v", rep, err)
+		}
+		if _, err := os.Stat(old); err != nil {
+			t.Fatalf("the old runner of vm2 was collected: %v", err)
+		}
+		if err := b.Rollback(ctx, []string{"vm2"}); err != nil {
+			t.Fatalf("rollback: %v", err)
+		}
+		out := w.ui.Take()
+		if !strings.Contains(out, "ln -sfn "+old+" ") || !strings.Contains(out, "$ systemctl restart microvm@vm2") {
+			t.Errorf("rollback output:\n%s", out)
+		}
+		if w.link("vm2", "current") != old || w.link("vm2", "booted") != old || w.link("vm2", "old") != cur {
+			t.Errorf("after rollback: current %s booted %s old %s", w.link("vm2", "current"), w.link("vm2", "booted"), w.link("vm2", "old"))
+		}
+		if got := sshRun(t, b, "vm2", "echo back"); got != "back" {
+			t.Errorf("vm2 after rollback: %q", got)
+		}
+		var logs strings.Builder
+		if err := b.Logs(ctx, "vm2", backend.LogOptions{Lines: 400}, &logs); err != nil || !strings.Contains(logs.String(), "devvm-guest: ready") {
+			t.Errorf("logs vm2: %v\n%s", err, logs.String())
+		}
+	})
+
+	t.Run("destroy", func(t *testing.T) {
+		if err := b.Destroy(ctx, []string{"vm1"}, backend.DestroyOptions{GC: true}); err != nil {
+			t.Fatalf("destroy: %v", err)
+		}
+		out := w.ui.Take()
+		if !strings.Contains(out, "$ systemctl stop microvm@vm1") || !strings.Contains(out, "$ rm -rf "+filepath.Join(w.root, "var/lib/microvms/vm1")) || !strings.Contains(out, "nix-collect-garbage freed") {
+			t.Errorf("destroy output:\n%s", out)
+		}
+		if _, err := os.Stat(filepath.Join(w.root, "var/lib/microvms/vm1")); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("vm1's directory survived: %v", err)
+		}
+		ents, _ := os.ReadDir(filepath.Join(w.root, "nix/var/nix/gcroots/microvm"))
+		for _, e := range ents {
+			if strings.HasSuffix(e.Name(), "vm1") {
+				t.Errorf("gcroot %s survived", e.Name())
+			}
+		}
+		if s := statusOf(t, b, "vm1")["vm1"]; s.State != backend.Stopped {
+			t.Errorf("vm1 after destroy: %+v", s)
+		}
+	})
+
+	t.Run("a skipped start is a failure", func(t *testing.T) {
+		err := b.Up(ctx, []string{"vm3"}, backend.UpOptions{Timeout: 30 * time.Second})
+		if err == nil || !strings.Contains(err.Error(), "skipped") || !strings.Contains(err.Error(), "ConditionPathExists") {
+			t.Fatalf("up vm3: %v", err)
+		}
+		t.Logf("error as the user sees it: %v", err)
+	})
+
+	t.Run("the hypervisor refuses the key", func(t *testing.T) {
+		other := filepath.Join(w.tmp, "other_id")
+		writeKey(t, other)
+		dir := filepath.Join(w.tmp, "other")
+		os.MkdirAll(dir, 0o755)
+		text := strings.Replace(vmf, filepath.Join(w.tmp, "hv_id"), other, 1)
+		os.WriteFile(filepath.Join(dir, "Vmfile"), []byte(text), 0o644)
+		w.hostEnv.DataDir = filepath.Join(w.tmp, "otherdata") // devvm's own key is not authorized either
+		defer func() { w.hostEnv.DataDir = w.dataDir }()
+		t.Setenv("SSH_AUTH_SOCK", "")
+		_, err := w.open(dir).Status(ctx, nil)
+		if !errors.Is(err, sshx.ErrAuthRefused) {
+			t.Fatalf("status with a refused key: %v", err)
+		}
+		t.Logf("error as the user sees it: %v", err)
+	})
+}

@@ -2,9 +2,11 @@ package engine
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -359,6 +361,9 @@ func (g *Guix) runForeground(ctx context.Context, rt *Runtime, argv []string, op
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("starting QEMU: %w", err)
 	}
+	// QEMU puts the terminal in raw mode: end devvm's lines with \r\n (set
+	// once, before the goroutines below use the UI; the command ends with QEMU).
+	g.UI.Err = crlfWriter{g.UI.Err}
 	defer g.forget()
 	waitErr := make(chan error, 1)
 	go func() { waitErr <- cmd.Wait() }()
@@ -377,6 +382,9 @@ func (g *Guix) runForeground(ctx context.Context, rt *Runtime, argv []string, op
 			if g.readyQuiet(ctx, rt, opts) == nil {
 				rt.Ready = true
 				state.WriteJSON(g.VM.RuntimeRecord(), rt)
+				if err := g.startSSHShares(ctx, rt); err != nil {
+					g.UI.Printf("%v", err)
+				}
 			}
 		}()
 	}
@@ -467,4 +475,14 @@ func (g *Guix) SSHTarget(ctx context.Context, name string) (*sshx.Target, error)
 		return nil, fmt.Errorf("VM %q is still booting (SSH has not answered yet): wait for `devvm up` to finish", g.VF.Name)
 	}
 	return g.target(o.rt.SSHPort)
+}
+
+// crlfWriter turns \n into \r\n for a terminal in raw mode.
+type crlfWriter struct{ w io.Writer }
+
+func (c crlfWriter) Write(p []byte) (int, error) {
+	if _, err := c.w.Write(bytes.ReplaceAll(p, []byte("\n"), []byte("\r\n"))); err != nil {
+		return 0, err
+	}
+	return len(p), nil
 }

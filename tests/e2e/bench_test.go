@@ -142,3 +142,20 @@ func pollSSH(b *testing.B, w *world, limit time.Duration) time.Time {
 	b.Fatal("guest never accepted SSH")
 	return time.Time{}
 }
+
+// BenchmarkHaltHung: a guest that ignores poweroff and the ACPI button is
+// stopped by escalation; the target is the configured bound + ≤ 1 s.
+func BenchmarkHaltHung(b *testing.B) {
+	if skipWhy != "" {
+		b.Skip(skipWhy)
+	}
+	w := newWorld(b, "benchhung", "DEVVM_STANDIN_APPEND=devvm.test=hang")
+	w.setVmfile(`memory = "512M"`, `cpus = 1`)
+	const bound = 10 * time.Second
+	for i := 0; i < b.N; i++ {
+		w.ok("up")
+		r := w.ok("halt", "--timeout", bound.String())
+		b.ReportMetric(ms(r.took), "halt-ms")
+		b.ReportMetric(ms(r.took-bound), "over-bound-ms")
+	}
+}

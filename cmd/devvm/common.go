@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"time"
@@ -52,7 +53,21 @@ func open(c *cli.Context) (backend.Backend, *vmfile.Vmfile, *engine.UI, error) {
 	}
 	ui := newUI()
 	b, vf, err := engine.Open(dir, hostenv.FromOS(), ui)
+	if c, ok := b.(io.Closer); ok {
+		closers = append(closers, c)
+	}
 	return b, vf, ui, err
+}
+
+// closers are backends holding connections (a remote hypervisor's SSH
+// connection); run closes them when the command ends.
+var closers []io.Closer
+
+func closeAll() {
+	for _, c := range closers {
+		c.Close()
+	}
+	closers = nil
 }
 
 // machineArgs returns the machine names given as arguments, or all.

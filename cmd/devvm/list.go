@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"text/tabwriter"
 
@@ -42,6 +43,9 @@ func listCommand() *cli.Command {
 				row := listed{Name: e.Name, Backend: e.Backend, Checkout: e.Checkout, State: "unknown"}
 				ui := &engine.UI{Err: os.Stderr}
 				b, _, err := engine.Open(e.Checkout, env, ui)
+				if c, ok := b.(io.Closer); ok {
+					defer c.Close()
+				}
 				gone := false
 				if err != nil {
 					row.State, row.Problem, gone = "gone", err.Error(), true

@@ -28,6 +28,7 @@ func run(args []string) int {
 	defer stop()
 	app := newApp()
 	err := app.RunContext(ctx, args)
+	closeAll()
 	if err == nil {
 		return 0
 	}
@@ -60,6 +61,7 @@ func newApp() *cli.App {
 			upCommand(), statusCommand(), sshCommand(), sshConfigCommand(),
 			haltCommand(), reloadCommand(), destroyCommand(),
 			logsCommand(), consoleCommand(), listCommand(), gcCommand(),
+			restartCommand(), rollbackCommand(), runCommand(),
 			shareServeCommand(),
 		},
 	}

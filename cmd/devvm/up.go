@@ -8,7 +8,8 @@ import (
 func upCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "up",
-		Usage:     "build when needed, boot the VM and wait until SSH works",
+		Aliases:   []string{"deploy"},
+		Usage:     "build when needed, boot the VM and wait until SSH works (MicroVMs on a hypervisor: deploy)",
 		ArgsUsage: "[MACHINE…]",
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "rebuild", Usage: "run guix even when the cached build is current"},

@@ -189,7 +189,7 @@ func (g *Guix) Destroy(ctx context.Context, names []string, opts backend.Destroy
 		if err != nil {
 			return err
 		}
-		g.UI.Printf("guix gc freed %s", humanBytes(freed))
+		g.UI.Printf("guix gc freed %s", backend.HumanBytes(freed))
 	}
 	return nil
 }
@@ -241,19 +241,6 @@ func (g *Guix) storeGC(ctx context.Context) (int64, error) {
 	return int64(f * mult), nil
 }
 
-func humanBytes(n int64) string {
-	if n < 0 {
-		return "an unreported amount"
-	}
-	units := []string{"B", "KiB", "MiB", "GiB", "TiB"}
-	f := float64(n)
-	i := 0
-	for f >= 1024 && i < len(units)-1 {
-		f /= 1024
-		i++
-	}
-	return fmt.Sprintf("%.1f %s", f, units[i])
-}
 
 // GC implements backend.Backend: it removes GC roots and persistent disks
 // of builds neither the current build record nor the running VM uses,

@@ -1,7 +1,6 @@
 package engine
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -251,37 +250,17 @@ func (g *Guix) waitReady(ctx context.Context, rt *Runtime, opts backend.UpOption
 	}
 	ctx, cancel := context.WithTimeoutCause(ctx, timeout, errBootTimeout)
 	defer cancel()
-	// Watch QEMU: a dead VM ends the wait at once.
-	died := make(chan string, 1)
-	go func() {
-		tk := time.NewTicker(readyPoll)
-		defer tk.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-tk.C:
-				if v := proc.Check(rt.Identity); v.State != proc.Alive {
-					died <- v.Reason
-					cancel()
-					return
-				}
-			}
-		}
-	}()
 	stop := g.spinner(fmt.Sprintf("waiting for SSH on 127.0.0.1:%d", rt.SSHPort))
-	c, err := sshx.WaitReady(ctx, *t, readyPoll, true)
+	c, died, err := backend.WaitSSH(ctx, *t, rt.Identity, readyPoll)
 	stop()
 	if err != nil {
-		select {
-		case why := <-died:
+		if died != "" {
 			g.forget()
-			return fmt.Errorf("QEMU exited while the guest booted (%s)\n%s", why, g.consoleTail(20))
-		default:
+			return fmt.Errorf("QEMU exited while the guest booted (%s)\n%s", died, backend.ConsoleTail(g.VM.ConsoleLog(), 20))
 		}
 		if errors.Is(context.Cause(ctx), errBootTimeout) {
 			return fmt.Errorf("the guest did not accept SSH within %s (last error: %v)\n%s\nhint: the VM is still running: `devvm console` to look at it, `devvm halt` to stop it; `devvm up --timeout 20m` waits longer",
-				timeout, err, g.consoleTail(20))
+				timeout, err, backend.ConsoleTail(g.VM.ConsoleLog(), 20))
 		}
 		return err
 	}
@@ -327,24 +306,6 @@ func (g *Guix) spinner(what string) func() {
 	return func() { close(done); <-finished }
 }
 
-// consoleTail returns the last n lines of the serial console log.
-func (g *Guix) consoleTail(n int) string {
-	f, err := os.Open(g.VM.ConsoleLog())
-	if err != nil {
-		return "(no console output: " + err.Error() + ")"
-	}
-	defer f.Close()
-	var lines []string
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64*1024), 1024*1024)
-	for sc.Scan() {
-		lines = append(lines, strings.TrimRight(sc.Text(), "\r"))
-		if len(lines) > n {
-			lines = lines[1:]
-		}
-	}
-	return fmt.Sprintf("last %d console lines (%s):\n  %s", len(lines), g.VM.ConsoleLog(), strings.Join(lines, "\n  "))
-}
 
 // runForeground runs QEMU with the serial console on this terminal; the
 // VM stops when the command ends. Ctrl-C goes to the guest; Ctrl-a x quits

@@ -178,13 +178,14 @@ func newWorld(t *testing.T) *world {
 	}
 	w := &world{t: t, tmp: tmp, root: filepath.Join(tmp, "root"), standin: standin,
 		checkout: filepath.Join(tmp, "work", "infra"), hvCheck: filepath.Join(tmp, "hv", "infra"),
-		dataDir: filepath.Join(tmp, "data"), ui: &uiBuf{t: t}, machines: map[string]map[string]any{}}
+		dataDir: filepath.Join(tmp, "xdg-data", "devvm"), ui: &uiBuf{t: t}, machines: map[string]map[string]any{}}
 	w.env = []string{"DEVVM_STANDIN_ROOT=" + w.root, "DEVVM_STANDIN_BIN=" + standin,
 		"DEVVM_MICROVM_STATE_DIR=" + filepath.Join(w.root, "var/lib/microvms"),
 		"DEVVM_MICROVM_GCROOTS=" + filepath.Join(w.root, "nix/var/nix/gcroots/microvm"),
 		"DEVVM_TEST_KERNEL=" + k, "DEVVM_TEST_INITRD=" + rd}
 	env := hostenv.FromOS()
-	env.DataDir, env.StateDir, env.RuntimeDir = w.dataDir, filepath.Join(tmp, "state"), filepath.Join(tmp, "rt")
+	// The same directories the devvm command derives from XDG_* (cli()).
+	env.DataDir, env.StateDir, env.RuntimeDir = w.dataDir, filepath.Join(tmp, "xdg-state", "devvm"), filepath.Join(tmp, "rt", "devvm")
 	w.hostEnv = env
 	t.Cleanup(w.stopAll)
 	return w
@@ -269,12 +270,27 @@ ForceCommand %s
 	if out, err := exec.Command("/usr/sbin/sshd", "-t", "-f", cfgPath).CombinedOutput(); err != nil {
 		t.Fatalf("sshd -t: %v\n%s", err, out)
 	}
+	// sshd logs to a file: its per-connection children inherit stderr, so a
+	// pipe would keep cmd.Wait waiting for connections devvm still holds.
+	logPath := filepath.Join(dir, "sshd.log")
+	logf, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
 	cmd := exec.Command("/usr/sbin/sshd", "-D", "-e", "-f", cfgPath)
-	cmd.Stderr = &prefixLog{t: t, p: "sshd: "}
+	cmd.Stderr = logf
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	logf.Close()
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+		if t.Failed() {
+			b, _ := os.ReadFile(logPath)
+			t.Logf("sshd log (%s), last lines:\n%s", logPath, lastLines(string(b), 40))
+		}
+	})
 	for i := 0; ; i++ {
 		c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", h.port))
 		if err == nil {
@@ -300,16 +316,12 @@ func (h *hypervisor) authorize(t *testing.T, s ssh.Signer) {
 	f.Close()
 }
 
-type prefixLog struct {
-	t *testing.T
-	p string
-}
-
-func (l *prefixLog) Write(b []byte) (int, error) {
-	for _, line := range strings.Split(strings.TrimRight(string(b), "\n"), "\n") {
-		l.t.Logf("%s%s", l.p, line)
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
 	}
-	return len(b), nil
+	return strings.Join(lines, "\n")
 }
 
 // open loads the checkout's Vmfile and returns the microvm backend.
@@ -323,6 +335,7 @@ func (w *world) open(dir string) *microvm.Backend {
 	if err != nil {
 		w.t.Fatalf("microvm.New: %v", err)
 	}
+	w.t.Cleanup(func() { b.Close() })
 	return b
 }
 
@@ -359,4 +372,39 @@ func statusOf(t *testing.T, b *microvm.Backend, names ...string) map[string]back
 		m[s.Name] = s
 	}
 	return m
+}
+
+var (
+	cliOnce sync.Once
+	cliPath string
+	cliErr  error
+)
+
+// cli runs the devvm command itself in dir with the world's directories,
+// as a user would.
+func (w *world) cli(t *testing.T, dir string, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	cliOnce.Do(func() {
+		cliPath = filepath.Join(os.TempDir(), fmt.Sprintf("devvm-microvm-test-%d", os.Getpid()))
+		out, err := exec.Command("go", "build", "-o", cliPath, "../../cmd/devvm").CombinedOutput()
+		if err != nil {
+			cliErr = fmt.Errorf("building devvm: %v\n%s", err, out)
+		}
+	})
+	if cliErr != nil {
+		t.Fatal(cliErr)
+	}
+	c := exec.Command(cliPath, args...)
+	c.Dir = dir
+	c.Env = append(os.Environ(), "XDG_DATA_HOME="+filepath.Join(w.tmp, "xdg-data"),
+		"XDG_STATE_HOME="+filepath.Join(w.tmp, "xdg-state"), "XDG_RUNTIME_DIR="+filepath.Join(w.tmp, "rt"))
+	var o, e bytes.Buffer
+	c.Stdout, c.Stderr = &o, &e
+	err := c.Run()
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return o.String(), e.String(), code
 }

@@ -142,6 +142,21 @@ checkout = %q
 		}
 	})
 
+	t.Run("the devvm command", func(t *testing.T) {
+		out, errOut, code := w.cli(t, w.checkout, "ssh", "vm1", "--", "sh", "-c", "whoami; exit 7")
+		if code != 7 || strings.TrimSpace(out) != "dev" {
+			t.Errorf("devvm ssh vm1 -- …: exit %d, stdout %q, stderr %q", code, out, errOut)
+		}
+		out, errOut, code = w.cli(t, w.checkout, "status", "--json", "vm1", "vm3")
+		var sts []backend.Status
+		if code != 0 || json.Unmarshal([]byte(out), &sts) != nil || len(sts) != 2 || sts[0].State != backend.Running || sts[1].State != backend.Stopped {
+			t.Errorf("devvm status --json vm1 vm3: exit %d\n%s%s", code, out, errOut)
+		}
+		if _, errOut, code = w.cli(t, w.checkout, "ssh", "nosuch", "--", "true"); code != 2 {
+			t.Errorf("devvm ssh to an unknown machine: exit %d %s", code, errOut)
+		}
+	})
+
 	t.Run("update restarts only the changed VM", func(t *testing.T) {
 		pid1, pid2, old2 := w.unitPID("vm1"), w.unitPID("vm2"), w.link("vm2", "current")
 		w.machines["vm2"]["version"] = "2"
@@ -271,5 +286,23 @@ checkout = %q
 			t.Fatalf("status with a refused key: %v", err)
 		}
 		t.Logf("error as the user sees it: %v", err)
+	})
+
+	t.Run("copy the flake instead of git pull", func(t *testing.T) {
+		dir := filepath.Join(w.tmp, "copy")
+		dst := filepath.Join(w.tmp, "hvcopy")
+		w.writeFlake(dir)
+		text := strings.Replace(vmf, "checkout = "+fmt.Sprintf("%q", w.hvCheck), fmt.Sprintf("checkout = %q\nsync = \"copy\"", dst), 1)
+		os.WriteFile(filepath.Join(dir, "Vmfile"), []byte(text), 0o644)
+		if err := w.open(dir).Build(ctx, backend.BuildOptions{}); err != nil {
+			t.Fatalf("build with sync = copy: %v", err)
+		}
+		out := w.ui.Take()
+		if !strings.Contains(out, "$ mkdir -p "+dst+" && tar -x -C "+dst) || !strings.Contains(out, "$ nix build --no-link --print-out-paths '"+dst+"#nixosConfigurations.vm1.config.microvm.declaredRunner'") {
+			t.Errorf("build output:\n%s", out)
+		}
+		if _, err := os.Stat(filepath.Join(dst, "devvm-standin.json")); err != nil {
+			t.Errorf("the flake was not copied: %v", err)
+		}
 	})
 }

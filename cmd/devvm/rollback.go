@@ -1,0 +1,32 @@
+package main
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/urfave/cli/v2"
+)
+
+// rollbacker is a backend that keeps the previous runner of a machine.
+type rollbacker interface {
+	Rollback(ctx context.Context, names []string) error
+}
+
+func rollbackCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "rollback",
+		Usage:     "MicroVMs: point each machine back at its previous runner, restart it and verify it runs",
+		ArgsUsage: "[MACHINE…]",
+		Action: func(c *cli.Context) error {
+			b, _, _, err := open(c)
+			if err != nil {
+				return err
+			}
+			r, ok := b.(rollbacker)
+			if !ok {
+				return fmt.Errorf("rollback is for microvm machines; a %s VM is rebuilt from its pinned inputs: revert dev-vm.scm or channels.scm (e.g. with git) and run `devvm reload`", b.Kind())
+			}
+			return r.Rollback(c.Context, machineArgs(c, b))
+		},
+	}
+}

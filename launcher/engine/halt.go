@@ -241,7 +241,6 @@ func (g *Guix) storeGC(ctx context.Context) (int64, error) {
 	return int64(f * mult), nil
 }
 
-
 // GC implements backend.Backend: it removes GC roots and persistent disks
 // of builds neither the current build record nor the running VM uses,
 // then runs `guix gc`.

@@ -306,7 +306,6 @@ func (g *Guix) spinner(what string) func() {
 	return func() { close(done); <-finished }
 }
 
-
 // runForeground runs QEMU with the serial console on this terminal; the
 // VM stops when the command ends. Ctrl-C goes to the guest; Ctrl-a x quits
 // QEMU; SIGTERM/SIGHUP to devvm halt the guest gracefully.

@@ -333,7 +333,6 @@ func (l *local) waitReady(ctx context.Context, name string, rt *localRuntime, ti
 	return nil
 }
 
-
 func (l *local) sshConfigText(name string, rt *localRuntime) (string, error) {
 	k, err := l.userKey()
 	if err != nil {

@@ -864,4 +864,3 @@ func (r *remote) Run(ctx context.Context, name string) error {
 	}
 	return nil
 }
-

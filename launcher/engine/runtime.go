@@ -9,6 +9,7 @@ import (
 	"github.com/devvm/devvm/launcher/backend"
 	"github.com/devvm/devvm/launcher/proc"
 	"github.com/devvm/devvm/launcher/qmp"
+	"github.com/devvm/devvm/launcher/share"
 	"github.com/devvm/devvm/launcher/state"
 )
 
@@ -30,7 +31,7 @@ type Runtime struct {
 	// Ready is set once SSH answered with our key at this boot.
 	Ready bool `json:"ready"`
 	// SSHShares are the servers of the `mode = "ssh"` shares (sshshare.go).
-	SSHShares []SSHShare `json:"ssh_shares,omitempty"`
+	SSHShares []share.Served `json:"ssh_shares,omitempty"`
 }
 
 // observed is the runtime record checked against reality.

@@ -203,7 +203,7 @@ func (l *local) up(ctx context.Context, name string, opts backend.UpOptions) err
 		if st == backend.Starting {
 			return l.waitReady(ctx, name, rt, opts.Timeout)
 		}
-		return nil
+		return l.serveShares(ctx, name, rt)
 	case backend.Broken:
 		return fmt.Errorf("VM %q: %s", name, why)
 	}
@@ -330,7 +330,16 @@ func (l *local) waitReady(ctx context.Context, name string, rt *localRuntime, ti
 		return err
 	}
 	l.ui.Printf("VM %q is ready after %.1fs: `devvm ssh %s` (or ssh -F %s %s)", name, l.env.Now().Sub(start).Seconds(), name, v.SSHConfig(), alias(name))
-	return nil
+	return l.serveShares(ctx, name, rt)
+}
+
+// serveShares starts the servers of the `mode = "ssh"` shares of a ready VM.
+func (l *local) serveShares(ctx context.Context, name string, rt *localRuntime) error {
+	t, err := l.target(name, rt)
+	if err != nil {
+		return err
+	}
+	return l.startShares(ctx, name, t, nil)
 }
 
 func (l *local) sshConfigText(name string, rt *localRuntime) (string, error) {
@@ -395,6 +404,9 @@ func (l *local) Status(ctx context.Context, names []string) ([]backend.Status, e
 		if cpu, rss, err := proc.Usage(rt.Identity.PID); err == nil {
 			s.CPU, s.RSS = cpu, rss
 		}
+		if st == backend.Running {
+			s.Shares = l.shareStatus(n)
+		}
 		if cur, _ := os.Readlink(l.vm(n).Path("current")); cur != "" && cur != rt.Runner && st == backend.Running {
 			s.State, s.Outdated = backend.Outdated, true
 			s.Reason = fmt.Sprintf("booted %s but current is %s", filepath.Base(rt.Runner), filepath.Base(cur))
@@ -428,6 +440,8 @@ func (l *local) Halt(ctx context.Context, names []string, opts backend.HaltOptio
 // VM's directory) when it has one, then SIGTERM, then SIGKILL, each bounded
 // within the total timeout. Only a process proven ours is signalled.
 func (l *local) halt(ctx context.Context, name string, opts backend.HaltOptions) error {
+	// Share servers unmount in the guest while it still runs.
+	l.stopShares(ctx, name)
 	rt, st, _ := l.observe(name)
 	if rt == nil || st == backend.Stopped {
 		l.ui.Printf("VM %q is not running", name)

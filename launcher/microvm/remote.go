@@ -388,6 +388,7 @@ func (r *remote) Up(ctx context.Context, names []string, opts backend.UpOptions)
 			}
 			started = append(started, n)
 		case now.Booted != now.Current:
+			r.stopShares(ctx, n)
 			if _, err := r.exec(ctx, "systemctl restart "+unit(hv), nil, true); err != nil {
 				return err
 			}
@@ -495,7 +496,11 @@ func (r *remote) waitReady(ctx context.Context, name string, fresh bool, timeout
 	}
 	r.register(name)
 	r.ui.Printf("VM %q is ready after %.1fs: `devvm ssh %s` (or ssh -F %s %s)", name, r.env.Now().Sub(start).Seconds(), name, v.SSHConfig(), alias(name))
-	return nil
+	var authKeys []string
+	if len(t.Auth) > 0 {
+		authKeys = []string{r.hvT.Key.PrivatePath}
+	}
+	return r.startShares(ctx, name, t, authKeys)
 }
 
 // target is how devvm reaches a guest: through the hypervisor as jump host,
@@ -595,6 +600,9 @@ func (r *remote) Status(ctx context.Context, names []string) ([]backend.Status, 
 			s.SSH += " via " + r.dest.Host
 		}
 		s.Checkout = r.vf.Dir
+		if s.State == backend.Running || s.State == backend.Outdated {
+			s.Shares = r.shareStatus(n)
+		}
 		out = append(out, s)
 	}
 	return out, nil
@@ -623,6 +631,8 @@ func (r *remote) Halt(ctx context.Context, names []string, opts backend.HaltOpti
 func (r *remote) stop(ctx context.Context, names []string) error {
 	for _, n := range names {
 		start := r.env.Now()
+		// Share servers unmount in the guest while it still runs.
+		r.stopShares(ctx, n)
 		if _, err := r.exec(ctx, "systemctl stop "+unit(r.hvName(n)), nil, true); err != nil {
 			return err
 		}
@@ -658,6 +668,7 @@ func (r *remote) restart(ctx context.Context, names []string) error {
 	for i, n := range names {
 		units[i] = unit(r.hvName(n))
 		fresh[n] = true
+		r.stopShares(ctx, n)
 	}
 	if _, err := r.exec(ctx, "systemctl restart "+strings.Join(units, " "), nil, true); err != nil {
 		return err

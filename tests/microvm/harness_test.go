@@ -186,6 +186,15 @@ func newWorld(t *testing.T) *world {
 	env := hostenv.FromOS()
 	// The same directories the devvm command derives from XDG_* (cli()).
 	env.DataDir, env.StateDir, env.RuntimeDir = w.dataDir, filepath.Join(tmp, "xdg-state", "devvm"), filepath.Join(tmp, "rt", "devvm")
+	// The backend runs its own executable as `devvm share-serve`: in this
+	// test binary that must be the devvm command instead.
+	devvm := devvmBinary(t)
+	env.Command = func(ctx context.Context, name string, args ...string) *exec.Cmd {
+		if len(args) > 0 && args[0] == "share-serve" {
+			name = devvm
+		}
+		return exec.CommandContext(ctx, name, args...)
+	}
 	w.hostEnv = env
 	t.Cleanup(w.stopAll)
 	return w
@@ -380,9 +389,8 @@ var (
 	cliErr  error
 )
 
-// cli runs the devvm command itself in dir with the world's directories,
-// as a user would.
-func (w *world) cli(t *testing.T, dir string, args ...string) (stdout, stderr string, code int) {
+// devvmBinary builds the devvm command once.
+func devvmBinary(t *testing.T) string {
 	t.Helper()
 	cliOnce.Do(func() {
 		cliPath = filepath.Join(os.TempDir(), fmt.Sprintf("devvm-microvm-test-%d", os.Getpid()))
@@ -394,7 +402,24 @@ func (w *world) cli(t *testing.T, dir string, args ...string) (stdout, stderr st
 	if cliErr != nil {
 		t.Fatal(cliErr)
 	}
-	c := exec.Command(cliPath, args...)
+	return cliPath
+}
+
+// TestMain refuses to run as `share-serve`: a backend that ran this test
+// binary instead of devvm would start the whole test suite again.
+func TestMain(m *testing.M) {
+	if len(os.Args) > 1 && os.Args[1] == "share-serve" {
+		fmt.Fprintln(os.Stderr, "this is the microvm test binary, not devvm: the test must point the backend at the devvm command")
+		os.Exit(2)
+	}
+	os.Exit(m.Run())
+}
+
+// cli runs the devvm command itself in dir with the world's directories,
+// as a user would.
+func (w *world) cli(t *testing.T, dir string, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	c := exec.Command(devvmBinary(t), args...)
 	c.Dir = dir
 	c.Env = append(os.Environ(), "XDG_DATA_HOME="+filepath.Join(w.tmp, "xdg-data"),
 		"XDG_STATE_HOME="+filepath.Join(w.tmp, "xdg-state"), "XDG_RUNTIME_DIR="+filepath.Join(w.tmp, "rt"))

@@ -10,12 +10,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/devvm/devvm/launcher/backend"
 	"github.com/devvm/devvm/launcher/sshx"
+	"github.com/devvm/devvm/launcher/state"
 )
 
 var gitEnv = []string{"GIT_AUTHOR_NAME=t", "GIT_AUTHOR_EMAIL=t@t", "GIT_COMMITTER_NAME=t", "GIT_COMMITTER_EMAIL=t@t"}
@@ -41,6 +43,12 @@ func TestRemote(t *testing.T) {
 	w.machines["vm3"]["run"] = false // its runner has no bin/microvm-run: systemd skips the start
 
 	// The flake in git: origin, the user's checkout, the hypervisor's clone.
+	// The share every machine mounts: mode defaults to ssh with a remote, so
+	// devvm serves it from here through the hypervisor as jump host (the
+	// stand-in guests have no 9p of their own).
+	shareDir := filepath.Join(w.tmp, "infra-share")
+	os.MkdirAll(shareDir, 0o755)
+	os.WriteFile(filepath.Join(shareDir, "hello.txt"), []byte("from the host\n"), 0o644)
 	origin := filepath.Join(w.tmp, "origin.git")
 	run(t, w.tmp, gitEnv, "git", "init", "-q", "--bare", "-b", "main", origin)
 	os.MkdirAll(w.checkout, 0o755)
@@ -72,7 +80,11 @@ destination = "root@127.0.0.1:%d"
 identity_file = %q
 known_hosts = %q
 checkout = %q
-`, ports["vm1"], ports["vm2"], ports["vm3"], hv.port, filepath.Join(w.tmp, "hv_id"), hv.knownHosts, w.hvCheck)
+
+[[share]]
+host = %q
+guest = "/mnt/infra"
+`, ports["vm1"], ports["vm2"], ports["vm3"], hv.port, filepath.Join(w.tmp, "hv_id"), hv.knownHosts, w.hvCheck, shareDir)
 	os.WriteFile(filepath.Join(w.checkout, "Vmfile"), []byte(vmf), 0o644)
 	os.WriteFile(filepath.Join(w.checkout, ".gitignore"), []byte(".devvm/\n"), 0o644)
 	w.commit("initial")
@@ -157,6 +169,34 @@ checkout = %q
 		}
 	})
 
+	t.Run("shares over SSH through the hypervisor", func(t *testing.T) {
+		if got := sshRun(t, b, "vm1", "cat /mnt/infra/hello.txt"); got != "from the host" {
+			t.Errorf("vm1 read %q from the share", got)
+		}
+		sshRun(t, b, "vm1", "echo from the guest > /mnt/infra/back.txt")
+		if got, err := os.ReadFile(filepath.Join(shareDir, "back.txt")); err != nil || string(got) != "from the guest\n" {
+			t.Errorf("the host read %q, %v", got, err)
+		}
+		procs := processesWith(shareMarker(w.checkout, "vm1"))
+		if len(procs) != 1 {
+			t.Fatalf("share-serve processes of vm1: %v", procs)
+		}
+		st := statusOf(t, b, "vm1")["vm1"]
+		if want := "share /mnt/infra: served over SSH by pid " + procs[0]; !slices.Contains(st.Shares, want) {
+			t.Errorf("status shares %q, want %q", st.Shares, want)
+		}
+		// A second up finds the server alive and starts no other.
+		if err := b.Up(ctx, []string{"vm1"}, backend.UpOptions{Timeout: 90 * time.Second}); err != nil {
+			t.Fatalf("up: %v", err)
+		}
+		if out := w.ui.Take(); strings.Contains(out, "mounted in the guest") {
+			t.Errorf("a second up started another server:\n%s", out)
+		}
+		if got := processesWith(shareMarker(w.checkout, "vm1")); !slices.Equal(got, procs) {
+			t.Errorf("after a second up, share-serve processes %v, before %v", got, procs)
+		}
+	})
+
 	t.Run("update restarts only the changed VM", func(t *testing.T) {
 		pid1, pid2, old2 := w.unitPID("vm1"), w.unitPID("vm2"), w.link("vm2", "current")
 		w.machines["vm2"]["version"] = "2"
@@ -196,6 +236,9 @@ checkout = %q
 		}
 		if out := w.ui.Take(); !strings.Contains(out, "$ systemctl stop microvm@vm2") || !strings.Contains(out, `VM "vm2" halted`) {
 			t.Errorf("halt output:\n%s", out)
+		}
+		if got := processesWith(shareMarker(w.checkout, "vm2")); len(got) != 0 {
+			t.Errorf("share-serve processes of vm2 left after halt: %v", got)
 		}
 		st := statusOf(t, b)
 		if s := st["vm1"]; s.State != backend.Outdated || !s.Outdated || !strings.Contains(s.Hint, "devvm restart vm1") {
@@ -305,4 +348,26 @@ checkout = %q
 			t.Errorf("the flake was not copied: %v", err)
 		}
 	})
+}
+
+// shareMarker is in the command line of the share servers of a machine.
+func shareMarker(checkout, name string) string {
+	return state.New(checkout, name, "").Marker() + "-share-"
+}
+
+// processesWith returns the pids of the processes whose command line
+// contains s (the marker of devvm's share servers).
+func processesWith(s string) []string {
+	var pids []string
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		if e.Name()[0] < '0' || e.Name()[0] > '9' {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err == nil && strings.Contains(string(b), s) {
+			pids = append(pids, e.Name())
+		}
+	}
+	return pids
 }

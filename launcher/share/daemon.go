@@ -86,7 +86,9 @@ func RunDaemon(ctx context.Context, cfg DaemonConfig) error {
 	}
 	dctx, cancel := context.WithTimeout(ctx, mountTimeout)
 	defer cancel()
-	c, err := sshx.Dial(dctx, cfg.Target)
+	// Retry transient failures (a guest whose sshd restarts right after it
+	// first answered); the host key is verified strictly, a mismatch ends it.
+	c, err := sshx.WaitReady(dctx, cfg.Target, 250*time.Millisecond, false)
 	if err != nil {
 		return fmt.Errorf("share: cannot connect to the guest to mount %s: %w", cfg.Guest, err)
 	}

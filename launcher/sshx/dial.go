@@ -307,14 +307,16 @@ func authHint(t *Target) string {
 // is established and authenticated, or ctx ends. It is meant for a VM that is booting: its
 // forwarded port accepts TCP long before sshd answers, so resets, EOFs and timeouts are
 // retried. A new attempt starts every poll interval even while earlier ones still wait for
-// an answer (at most maxInflight, 64, at once), so attempts stuck on a half-open forward never
-// delays readiness; the first success wins. Host key problems end the wait at once; an
+// an answer (at most maxInflight, 3, at once: sshd limits unauthenticated connections per peer —
+// dropbear to 5, OpenSSH MaxStartups 10 — and every forwarded attempt comes from the same slirp
+// address), so an attempt stuck on a half-open forward does not hold readiness back alone;
+// the first success wins. Host key problems end the wait at once; an
 // authentication refusal ends it after three refusals in a row. With pin, the host key is
 // recorded like Pin does, otherwise it is verified strictly like Dial does.
 func WaitReady(ctx context.Context, t Target, poll time.Duration, pin bool) (*Client, error) {
 	const maxPoll = 250 * time.Millisecond
 	const maxAuthRefusals = 3
-	const maxInflight = 64
+	const maxInflight = 3
 	if poll <= 0 || poll > maxPoll {
 		poll = maxPoll
 	}

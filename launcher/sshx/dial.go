@@ -345,6 +345,14 @@ func WaitReady(ctx context.Context, t Target, poll time.Duration, pin bool) (*Cl
 		inflight++
 		attempts++
 		tc := t
+		// Early attempts give up quickly (a half-open forward holds an
+		// attempt until its timeout); later ones get more time, up to the
+		// target's, so a slow but alive guest still gets through.
+		full := t.HandshakeTimeout
+		if full <= 0 {
+			full = defaultHandshakeTimeout
+		}
+		tc.HandshakeTimeout = min(full, 1500*time.Millisecond+time.Duration(attempts)*100*time.Millisecond)
 		go func() {
 			c, err := dialOnce(actx, &tc, pin)
 			results <- result{c, err}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"slices"
 	"strings"
@@ -88,8 +89,10 @@ func sshCommand() *cli.Command {
 }
 
 // stdinOrNil streams stdin to a command unless it is a terminal (then the
-// command gets none, as `ssh host cmd` without -t would block on it).
-func stdinOrNil(tty bool) *os.File {
+// command gets none, as `ssh host cmd` without -t would block on it). It
+// returns an untyped nil reader then: a nil *os.File in an io.Reader is not
+// nil, and the session would read from it.
+func stdinOrNil(tty bool) io.Reader {
 	if tty {
 		return nil
 	}

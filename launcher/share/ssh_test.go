@@ -3,8 +3,6 @@ package share
 import (
 	"bytes"
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
@@ -14,182 +12,32 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/devvm/devvm/launcher/sshx/sshtest"
 	"github.com/hugelgupf/p9/p9"
 	"golang.org/x/crypto/ssh"
 )
 
-// sshServer is a minimal in-process SSH server that implements
-// "tcpip-forward" (remote port forwarding) on 127.0.0.1, like sshd in the
-// guest does.
-type sshServer struct {
-	ln  net.Listener
-	cfg *ssh.ServerConfig
-
-	mu    sync.Mutex
-	conns []net.Conn
-	fwds  []net.Listener
-}
-
-func startSSHServer(t *testing.T) (*sshServer, ssh.PublicKey) {
+// startSSH starts the in-process test SSH server (it implements
+// "tcpip-forward" on loopback, like sshd in the guest) and connects to it with
+// a strict host key check.
+func startSSH(t *testing.T) (*sshtest.Server, *ssh.Client) {
 	t.Helper()
-	_, priv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	signer, err := ssh.NewSignerFromKey(priv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := &ssh.ServerConfig{NoClientAuth: true, ServerVersion: "SSH-2.0-devvm-test"}
-	cfg.AddHostKey(signer)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &sshServer{ln: ln, cfg: cfg}
-	go s.serve()
-	t.Cleanup(s.close)
-	return s, signer.PublicKey()
-}
-
-func (s *sshServer) serve() {
-	for {
-		c, err := s.ln.Accept()
-		if err != nil {
-			return
-		}
-		s.mu.Lock()
-		s.conns = append(s.conns, c)
-		s.mu.Unlock()
-		go s.handle(c)
-	}
-}
-
-// dropConnections kills every SSH connection abruptly (TCP close).
-func (s *sshServer) dropConnections() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, c := range s.conns {
-		c.Close()
-	}
-	for _, l := range s.fwds {
-		l.Close()
-	}
-}
-
-func (s *sshServer) close() {
-	s.ln.Close()
-	s.dropConnections()
-}
-
-func (s *sshServer) handle(nc net.Conn) {
-	sc, chans, reqs, err := ssh.NewServerConn(nc, s.cfg)
-	if err != nil {
-		nc.Close()
-		return
-	}
-	go func() {
-		for ch := range chans {
-			ch.Reject(ssh.Prohibited, "only remote forwarding is implemented")
-		}
-	}()
-	fwds := map[uint32]net.Listener{}
-	defer func() {
-		for _, l := range fwds {
-			l.Close()
-		}
-	}()
-	for req := range reqs {
-		switch req.Type {
-		case "tcpip-forward":
-			var m struct {
-				Addr string
-				Port uint32
-			}
-			if ssh.Unmarshal(req.Payload, &m) != nil || m.Addr != "127.0.0.1" {
-				req.Reply(false, nil)
-				continue
-			}
-			l, err := net.Listen("tcp", net.JoinHostPort(m.Addr, strconv.Itoa(int(m.Port))))
-			if err != nil {
-				req.Reply(false, nil)
-				continue
-			}
-			port := uint32(l.Addr().(*net.TCPAddr).Port)
-			fwds[port] = l
-			s.mu.Lock()
-			s.fwds = append(s.fwds, l)
-			s.mu.Unlock()
-			req.Reply(true, ssh.Marshal(struct{ Port uint32 }{port}))
-			go forwardConns(sc, l, m.Addr, port)
-		case "cancel-tcpip-forward":
-			var m struct {
-				Addr string
-				Port uint32
-			}
-			if ssh.Unmarshal(req.Payload, &m) == nil && fwds[m.Port] != nil {
-				fwds[m.Port].Close()
-				delete(fwds, m.Port)
-				req.Reply(true, nil)
-				continue
-			}
-			req.Reply(false, nil)
-		default:
-			if req.WantReply {
-				req.Reply(false, nil)
-			}
-		}
-	}
-}
-
-// forwardConns opens a "forwarded-tcpip" channel to the client for every
-// connection to l and copies data both ways.
-func forwardConns(sc *ssh.ServerConn, l net.Listener, addr string, port uint32) {
-	for {
-		c, err := l.Accept()
-		if err != nil {
-			return
-		}
-		go func() {
-			defer c.Close()
-			ra := c.RemoteAddr().(*net.TCPAddr)
-			payload := ssh.Marshal(struct {
-				Addr       string
-				Port       uint32
-				OriginAddr string
-				OriginPort uint32
-			}{addr, port, ra.IP.String(), uint32(ra.Port)})
-			ch, reqs, err := sc.OpenChannel("forwarded-tcpip", payload)
-			if err != nil {
-				return
-			}
-			go ssh.DiscardRequests(reqs)
-			done := make(chan struct{}, 2)
-			go func() { io.Copy(ch, c); ch.CloseWrite(); done <- struct{}{} }()
-			go func() { io.Copy(c, ch); c.(*net.TCPConn).CloseWrite(); done <- struct{}{} }()
-			<-done
-			<-done
-			ch.Close()
-		}()
-	}
-}
-
-func dialSSH(t *testing.T, s *sshServer, hostKey ssh.PublicKey) *ssh.Client {
-	t.Helper()
-	c, err := ssh.Dial("tcp", s.ln.Addr().String(), &ssh.ClientConfig{
+	key := sshtest.NewKey(t)
+	s := sshtest.Start(t, sshtest.Options{Authorized: []ssh.PublicKey{key.PublicKey()}})
+	c, err := ssh.Dial("tcp", s.Addr, &ssh.ClientConfig{
 		User:            "dev",
-		HostKeyCallback: ssh.FixedHostKey(hostKey),
+		Auth:            []ssh.AuthMethod{ssh.PublicKeys(key)},
+		HostKeyCallback: ssh.FixedHostKey(s.HostKey.PublicKey()),
 		Timeout:         10 * time.Second,
 	})
 	if err != nil {
 		t.Fatalf("ssh dial: %v", err)
 	}
 	t.Cleanup(func() { c.Close() })
-	return c
+	return s, c
 }
 
 // waitDone fails the test instead of hanging forever if Wait never returns.
@@ -236,8 +84,7 @@ func readVia9P(t *testing.T, conn net.Conn, name string) string {
 func TestServeOverSSH(t *testing.T) {
 	l := newLayout(t)
 	writeFile(t, filepath.Join(l.root, "README"), "hello from the host")
-	s, hk := startSSHServer(t)
-	client := dialSSH(t, s, hk)
+	s, client := startSSH(t)
 
 	srv, err := ServeOverSSH(context.Background(), client, l.root, Options{})
 	if err != nil {
@@ -284,7 +131,7 @@ func TestServeOverSSH(t *testing.T) {
 
 	// Dropping the SSH connection ends serving, while the 9P client on
 	// the guest side still holds its connection open.
-	s.dropConnections()
+	s.Close()
 	if err := waitDone(t, srv); err != nil {
 		t.Fatalf("Wait after the SSH connection dropped: %v", err)
 	}
@@ -293,8 +140,7 @@ func TestServeOverSSH(t *testing.T) {
 
 func TestServeOverSSHGivesUpAfterBadNonces(t *testing.T) {
 	l := newLayout(t)
-	s, hk := startSSHServer(t)
-	client := dialSSH(t, s, hk)
+	_, client := startSSH(t)
 	srv, err := ServeOverSSH(context.Background(), client, l.root, Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -318,8 +164,7 @@ func TestServeOverSSHGivesUpAfterBadNonces(t *testing.T) {
 
 func TestServeOverSSHContextCancel(t *testing.T) {
 	l := newLayout(t)
-	s, hk := startSSHServer(t)
-	client := dialSSH(t, s, hk)
+	_, client := startSSH(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	srv, err := ServeOverSSH(ctx, client, l.root, Options{})
 	if err != nil {
@@ -415,8 +260,7 @@ func TestMountCommand(t *testing.T) {
 	}
 	l := newLayout(t)
 	writeFile(t, filepath.Join(l.root, "README"), "mounted")
-	s, hk := startSSHServer(t)
-	client := dialSSH(t, s, hk)
+	_, client := startSSH(t)
 	srv, err := ServeOverSSH(context.Background(), client, l.root, Options{ReadOnly: true})
 	if err != nil {
 		t.Fatal(err)

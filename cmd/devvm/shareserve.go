@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/devvm/devvm/launcher/share"
@@ -31,12 +32,14 @@ func shareServeCommand() *cli.Command {
 			&cli.BoolFlag{Name: "agent", Usage: "also offer the keys of the SSH agent at $SSH_AUTH_SOCK"},
 			&cli.StringFlag{Name: "known-hosts", Required: true, Usage: "known_hosts file with the pinned host key"},
 			&cli.StringFlag{Name: "host-key-alias", Usage: "name the host key is recorded under"},
+			&cli.StringFlag{Name: "ciphers", Usage: "SSH cipher preference, comma-separated (default: x/crypto's)"},
 			&cli.StringFlag{Name: "jump-addr", Usage: "jump host (host:port) to reach the guest through, like ssh -J"},
 			&cli.StringFlag{Name: "jump-user", Usage: "user on the jump host"},
 			&cli.StringFlag{Name: "jump-key", Usage: "private key file for the jump host"},
 			&cli.BoolFlag{Name: "jump-agent", Usage: "offer the SSH agent's keys to the jump host"},
 			&cli.StringFlag{Name: "jump-known-hosts", Usage: "known_hosts file with the jump host's key"},
 			&cli.StringFlag{Name: "jump-host-key-alias", Usage: "name the jump host's key is recorded under"},
+			&cli.StringFlag{Name: "jump-ciphers", Usage: "SSH cipher preference for the jump host"},
 			&cli.StringFlag{Name: "root", Required: true, Usage: "host directory to serve"},
 			&cli.StringFlag{Name: "guest", Required: true, Usage: "mount point in the guest"},
 			&cli.BoolFlag{Name: "readonly", Usage: "serve read-only"},
@@ -90,6 +93,9 @@ func serveTarget(c *cli.Context) (*sshx.Target, error) {
 		t := &sshx.Target{Addr: c.String(prefix + "addr"), User: c.String(prefix + "user"), UseAgent: c.Bool(prefix + "agent"),
 			KnownHosts: c.String(prefix + "known-hosts"), HostKeyAlias: c.String(prefix + "host-key-alias"),
 			HandshakeTimeout: 30 * time.Second}
+		if s := c.String(prefix + "ciphers"); s != "" {
+			t.Ciphers = strings.Split(s, ",")
+		}
 		if t.User == "" || t.KnownHosts == "" {
 			return nil, fmt.Errorf("--%saddr needs --%suser and --%sknown-hosts", prefix, prefix, prefix)
 		}

@@ -118,7 +118,7 @@ func (g *Guix) haltRuntime(ctx context.Context, rt *Runtime, opts backend.HaltOp
 // sshPoweroff runs `sudo poweroff` in the guest with a short bound. The
 // connection dropping under the command is expected.
 func (g *Guix) sshPoweroff(ctx context.Context, rt *Runtime) error {
-	t, err := g.target(rt.SSHPort)
+	t, err := g.target(rt)
 	if err != nil {
 		return err
 	}

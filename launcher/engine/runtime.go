@@ -10,6 +10,7 @@ import (
 	"github.com/devvm/devvm/launcher/proc"
 	"github.com/devvm/devvm/launcher/qmp"
 	"github.com/devvm/devvm/launcher/share"
+	"github.com/devvm/devvm/launcher/sshx"
 	"github.com/devvm/devvm/launcher/state"
 )
 
@@ -32,6 +33,15 @@ type Runtime struct {
 	Ready bool `json:"ready"`
 	// SSHShares are the servers of the `mode = "ssh"` shares (sshshare.go).
 	SSHShares []share.Served `json:"ssh_shares,omitempty"`
+}
+
+// ciphers is the SSH cipher preference for this boot: under TCG the guest's
+// sshd does its cryptography on an emulated CPU without AES-NI.
+func (rt *Runtime) ciphers() []string {
+	if rt.Accel == "tcg" {
+		return sshx.EmulatedCPUCiphers
+	}
+	return nil
 }
 
 // observed is the runtime record checked against reality.

@@ -20,7 +20,7 @@ func (g *Guix) startSSHShares(ctx context.Context, rt *Runtime) error {
 	if len(specs) == 0 {
 		return nil
 	}
-	t, err := g.target(rt.SSHPort)
+	t, err := g.target(rt)
 	if err != nil {
 		return err
 	}

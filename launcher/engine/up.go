@@ -225,15 +225,16 @@ func replacePort(argv []string, old, port int) []string {
 }
 
 // target is how devvm reaches this VM's sshd.
-func (g *Guix) target(port int) (*sshx.Target, error) {
+func (g *Guix) target(rt *Runtime) (*sshx.Target, error) {
 	k, err := g.userKey()
 	if err != nil {
 		return nil, err
 	}
 	return &sshx.Target{
-		Addr: fmt.Sprintf("127.0.0.1:%d", port), User: g.VF.SSH.User, Key: k,
+		Addr: fmt.Sprintf("127.0.0.1:%d", rt.SSHPort), User: g.VF.SSH.User, Key: k,
 		KnownHosts: g.VM.KnownHosts(), HostKeyAlias: "devvm-" + g.VF.Name,
 		AgentForward: g.VF.SSH.ForwardAgent, HandshakeTimeout: 10 * time.Second,
+		Ciphers: rt.ciphers(),
 	}, nil
 }
 
@@ -244,7 +245,7 @@ func (g *Guix) waitReady(ctx context.Context, rt *Runtime, opts backend.UpOption
 	if opts.Timeout > 0 {
 		timeout = opts.Timeout
 	}
-	t, err := g.target(rt.SSHPort)
+	t, err := g.target(rt)
 	if err != nil {
 		return err
 	}
@@ -269,7 +270,7 @@ func (g *Guix) waitReady(ctx context.Context, rt *Runtime, opts backend.UpOption
 	if err := state.WriteJSON(g.VM.RuntimeRecord(), rt); err != nil {
 		return err
 	}
-	if err := g.writeSSHConfig(rt.SSHPort); err != nil {
+	if err := g.writeSSHConfig(rt); err != nil {
 		return err
 	}
 	g.UI.Printf("VM %q is ready: `devvm ssh` (or ssh -F %s devvm-%s)", g.VF.Name, g.VM.SSHConfig(), g.VF.Name)
@@ -364,7 +365,7 @@ func (g *Guix) runForeground(ctx context.Context, rt *Runtime, argv []string, op
 
 // readyQuiet pins the host key of a foreground boot without printing.
 func (g *Guix) readyQuiet(ctx context.Context, rt *Runtime, opts backend.UpOptions) error {
-	t, err := g.target(rt.SSHPort)
+	t, err := g.target(rt)
 	if err != nil {
 		return err
 	}
@@ -379,13 +380,13 @@ func (g *Guix) readyQuiet(ctx context.Context, rt *Runtime, opts backend.UpOptio
 		return err
 	}
 	c.Close()
-	return g.writeSSHConfig(rt.SSHPort)
+	return g.writeSSHConfig(rt)
 }
 
 // writeSSHConfig writes .devvm/<vm>/ssh_config for OpenSSH, scp, rsync and
 // editors.
-func (g *Guix) writeSSHConfig(port int) error {
-	text, err := g.SSHConfigText(port)
+func (g *Guix) writeSSHConfig(rt *Runtime) error {
+	text, err := g.SSHConfigText(rt)
 	if err != nil {
 		return err
 	}
@@ -393,15 +394,15 @@ func (g *Guix) writeSSHConfig(port int) error {
 }
 
 // SSHConfigText renders the OpenSSH stanza of this VM.
-func (g *Guix) SSHConfigText(port int) (string, error) {
+func (g *Guix) SSHConfigText(rt *Runtime) (string, error) {
 	k, err := g.userKey()
 	if err != nil {
 		return "", err
 	}
 	return sshx.SSHConfig(sshx.ConfigOptions{
-		Host: "devvm-" + g.VF.Name, HostName: "127.0.0.1", Port: fmt.Sprint(port), User: g.VF.SSH.User,
+		Host: "devvm-" + g.VF.Name, HostName: "127.0.0.1", Port: fmt.Sprint(rt.SSHPort), User: g.VF.SSH.User,
 		IdentityFile: k.PrivatePath, KnownHosts: g.VM.KnownHosts(), HostKeyAlias: "devvm-" + g.VF.Name,
-		ForwardAgent: g.VF.SSH.ForwardAgent,
+		ForwardAgent: g.VF.SSH.ForwardAgent, Ciphers: rt.ciphers(),
 	})
 }
 
@@ -414,7 +415,7 @@ func (g *Guix) SSHConfig(ctx context.Context, name string) (string, error) {
 	if err != nil || o.rt == nil {
 		return "", fmt.Errorf("VM %q is not running: start it with `devvm up`", g.VF.Name)
 	}
-	return g.SSHConfigText(o.rt.SSHPort)
+	return g.SSHConfigText(o.rt)
 }
 
 // SSHTarget implements backend.Backend.
@@ -434,7 +435,7 @@ func (g *Guix) SSHTarget(ctx context.Context, name string) (*sshx.Target, error)
 	case backend.Starting:
 		return nil, fmt.Errorf("VM %q is still booting (SSH has not answered yet): wait for `devvm up` to finish", g.VF.Name)
 	}
-	return g.target(o.rt.SSHPort)
+	return g.target(o.rt)
 }
 
 // crlfWriter turns \n into \r\n for a terminal in raw mode.

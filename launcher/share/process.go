@@ -160,8 +160,8 @@ func (s *Servers) Ensure(ctx context.Context, specs []Spec, recs *[]Served, save
 
 // TargetArgs are the share-serve flags that rebuild t (see cmd/devvm's
 // share-serve): the guest's --addr, --user, --key, --extra-key (authKeys,
-// the files behind t.Auth), --agent, --known-hosts, --host-key-alias, and
-// the same with a --jump- prefix for t.Jump.
+// the files behind t.Auth), --agent, --known-hosts, --host-key-alias,
+// --ciphers, and the same with a --jump- prefix for t.Jump.
 func TargetArgs(t sshx.Target, authKeys []string) ([]string, error) {
 	if len(t.Auth) != len(authKeys) {
 		return nil, fmt.Errorf("the SSH target %s has %d extra authentication methods but %d key files for them: the share server can only be given key files", t.Addr, len(t.Auth), len(authKeys))
@@ -189,6 +189,9 @@ func hopArgs(prefix string, t sshx.Target) []string {
 	}
 	if t.UseAgent {
 		args = append(args, "--"+prefix+"agent")
+	}
+	if len(t.Ciphers) > 0 {
+		args = append(args, "--"+prefix+"ciphers", strings.Join(t.Ciphers, ","))
 	}
 	return args
 }

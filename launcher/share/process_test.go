@@ -83,13 +83,14 @@ func TestStopServersNeedsProof(t *testing.T) {
 func TestTargetArgs(t *testing.T) {
 	jump := &sshx.Target{Addr: "hv:22", User: "root", Key: &sshx.Key{PrivatePath: "/k/hv"}, UseAgent: true, KnownHosts: "/kh/hv"}
 	tg := sshx.Target{Addr: "10.0.0.2:22", User: "dev", Key: &sshx.Key{PrivatePath: "/k/devvm"}, UseAgent: true,
-		KnownHosts: "/kh/vm", HostKeyAlias: "devvm-vm1", Jump: jump, Auth: make([]ssh.AuthMethod, 1)}
+		KnownHosts: "/kh/vm", HostKeyAlias: "devvm-vm1", Jump: jump, Auth: make([]ssh.AuthMethod, 1),
+		Ciphers: []string{"chacha20-poly1305@openssh.com", "aes128-ctr"}}
 	got, err := TargetArgs(tg, []string{"/k/hv"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := []string{"--addr", "10.0.0.2:22", "--user", "dev", "--known-hosts", "/kh/vm", "--key", "/k/devvm",
-		"--host-key-alias", "devvm-vm1", "--agent", "--extra-key", "/k/hv",
+		"--host-key-alias", "devvm-vm1", "--agent", "--ciphers", "chacha20-poly1305@openssh.com,aes128-ctr", "--extra-key", "/k/hv",
 		"--jump-addr", "hv:22", "--jump-user", "root", "--jump-known-hosts", "/kh/hv", "--jump-key", "/k/hv", "--jump-agent"}
 	if !slices.Equal(got, want) {
 		t.Errorf("TargetArgs:\n%q\nwant\n%q", got, want)

@@ -18,6 +18,7 @@ type ConfigOptions struct {
 	ProxyJump     string   // optional, OpenSSH ProxyJump syntax
 	ForwardAgent  bool     // ForwardAgent yes
 	LocalForwards []string // ParseForward specs, e.g. "8080:localhost:80"
+	Ciphers       []string // cipher preference (Target.Ciphers); empty leaves OpenSSH's default
 }
 
 // SSHConfig returns an OpenSSH "Host" stanza (for `ssh -F file` or an Include) that connects
@@ -78,6 +79,9 @@ func SSHConfig(o ConfigOptions) (string, error) {
 	line("CheckHostIP", false, "no")
 	line("PasswordAuthentication", false, "no")
 	line("KbdInteractiveAuthentication", false, "no")
+	if len(o.Ciphers) > 0 {
+		line("Ciphers", false, strings.Join(o.Ciphers, ","))
+	}
 	if o.ProxyJump != "" {
 		line("ProxyJump", false, o.ProxyJump)
 	}

@@ -19,6 +19,7 @@ func TestSSHConfigGolden(t *testing.T) {
 		KnownHosts:   "/home/me/My VMs/web/known_hosts%1",
 		HostKeyAlias: "devvm-web", ProxyJump: "me@hyper", ForwardAgent: true,
 		LocalForwards: []string{"8080:localhost:80", "[::1]:5433:db:5432"},
+		Ciphers:       []string{"chacha20-poly1305@openssh.com", "aes128-gcm@openssh.com"},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -38,6 +39,7 @@ func TestSSHConfigGolden(t *testing.T) {
   CheckHostIP no
   PasswordAuthentication no
   KbdInteractiveAuthentication no
+  Ciphers chacha20-poly1305@openssh.com,aes128-gcm@openssh.com
   ProxyJump me@hyper
   ForwardAgent yes
   LocalForward 127.0.0.1:8080 localhost:80
@@ -81,6 +83,7 @@ func TestOpenSSHUsesGeneratedConfig(t *testing.T) {
 	cfgText, err := SSHConfig(ConfigOptions{
 		Host: "devvm-x", HostName: host, Port: port, User: "tester",
 		IdentityFile: tg.Key.PrivatePath, KnownHosts: tg.KnownHosts, HostKeyAlias: "devvm-x",
+		Ciphers: EmulatedCPUCiphers,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -92,7 +95,7 @@ func TestOpenSSHUsesGeneratedConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	run := func(args ...string) (int, string) {
-		cmd := exec.Command(sshBin, append([]string{"-F", cfg, "-o", "BatchMode=yes", "devvm-x"}, args...)...)
+		cmd := exec.Command(sshBin, append([]string{"-F", cfg, "-o", "BatchMode=yes"}, args...)...)
 		var stderr bytes.Buffer
 		cmd.Stderr = &stderr
 		err := cmd.Run()
@@ -104,10 +107,12 @@ func TestOpenSSHUsesGeneratedConfig(t *testing.T) {
 		}
 		return 0, stderr.String()
 	}
-	if st, stderr := run("true"); st != 0 {
+	if st, stderr := run("-v", "devvm-x", "true"); st != 0 {
 		t.Fatalf("ssh -F config devvm-x true: exit %d: %s", st, stderr)
+	} else if want := "cipher: " + EmulatedCPUCiphers[0]; !strings.Contains(stderr, want) {
+		t.Errorf("OpenSSH did not negotiate the config's first cipher (%q not in its -v output):\n%s", want, stderr)
 	}
-	if st, stderr := run("exit 7"); st != 7 {
+	if st, stderr := run("devvm-x", "exit 7"); st != 7 {
 		t.Errorf("ssh devvm-x 'exit 7': exit %d: %s", st, stderr)
 	}
 
@@ -115,7 +120,7 @@ func TestOpenSSHUsesGeneratedConfig(t *testing.T) {
 	srv.Close()
 	forged := sshtest.Start(t, sshtest.Options{Addr: srv.Addr})
 	forged.Authorize(tg.Key.Signer.PublicKey())
-	st, stderr := run("true")
+	st, stderr := run("devvm-x", "true")
 	if st != 255 || !strings.Contains(stderr, "Host key verification failed") {
 		t.Errorf("ssh to a forged host key: exit %d, stderr %q; want 255 and 'Host key verification failed'", st, stderr)
 	}

@@ -43,6 +43,18 @@ type Target struct {
 	// HandshakeTimeout bounds TCP connect + SSH handshake + authentication of one attempt.
 	// Zero means 20 s.
 	HandshakeTimeout time.Duration
+	// Ciphers is the cipher preference, most preferred first; nil means x/crypto's default
+	// (AES-GCM first). EmulatedCPUCiphers suits a guest under QEMU's TCG.
+	Ciphers []string
+}
+
+// EmulatedCPUCiphers is the cipher preference for a guest whose CPU QEMU emulates (TCG):
+// its default CPU model has no AES-NI, so the guest's sshd runs AES in plain software and
+// ChaCha20-Poly1305 is the cheapest cipher for it (measured with OpenSSH 9.2 in the test
+// guest under TCG: 12 MB/s against 6.4 MB/s with aes128-gcm). x/crypto's default order,
+// AES-GCM first, is right for real CPUs.
+var EmulatedCPUCiphers = []string{
+	ssh.CipherChaCha20Poly1305, ssh.CipherAES128GCM, ssh.CipherAES256GCM, ssh.CipherAES128CTR, ssh.CipherAES256CTR,
 }
 
 const defaultHandshakeTimeout = 20 * time.Second
@@ -139,6 +151,7 @@ func dialOnce(ctx context.Context, t *Target, pin bool) (*Client, error) {
 		return nil, &attemptError{err: fmt.Errorf("SSH target %q needs both an address and a user", name), permanent: true}
 	}
 	cfg := &ssh.ClientConfig{User: t.User}
+	cfg.Ciphers = t.Ciphers
 	var presented ssh.PublicKey
 	var hostKeyChecked atomic.Bool
 	if pin {

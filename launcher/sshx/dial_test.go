@@ -304,3 +304,32 @@ func TestTargetValidation(t *testing.T) {
 		t.Errorf("Pin without keys = %v", err)
 	}
 }
+
+// TestCipherPreference: Target.Ciphers decides the negotiated cipher (the
+// client's first choice the server supports); nil keeps x/crypto's order.
+func TestCipherPreference(t *testing.T) {
+	srv := sshtest.Start(t, sshtest.Options{})
+	tg := newTarget(t, srv)
+	if _, err := Pin(testCtx(t), tg); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		ciphers []string
+		want    string
+	}{
+		{nil, ssh.CipherAES128GCM},
+		{EmulatedCPUCiphers, ssh.CipherChaCha20Poly1305},
+		{[]string{ssh.CipherAES256CTR}, ssh.CipherAES256CTR},
+	} {
+		tg.Ciphers = tc.ciphers
+		c, err := Dial(testCtx(t), tg)
+		if err != nil {
+			t.Fatalf("Dial with ciphers %q: %v", tc.ciphers, err)
+		}
+		algs := c.Client.Conn.(ssh.AlgorithmsConnMetadata).Algorithms()
+		c.Close()
+		if algs.Write.Cipher != tc.want || algs.Read.Cipher != tc.want {
+			t.Errorf("ciphers %q: negotiated %s/%s, want %s", tc.ciphers, algs.Write.Cipher, algs.Read.Cipher, tc.want)
+		}
+	}
+}

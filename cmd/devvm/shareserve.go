@@ -43,7 +43,7 @@ func shareServeCommand() *cli.Command {
 			&cli.StringFlag{Name: "root", Required: true, Usage: "host directory to serve"},
 			&cli.StringFlag{Name: "guest", Required: true, Usage: "mount point in the guest"},
 			&cli.BoolFlag{Name: "readonly", Usage: "serve read-only"},
-			&cli.IntFlag{Name: "msize", Usage: "9P message size (default 64 KiB)"},
+			&cli.IntFlag{Name: "msize", Usage: "9P message size (default 512 KiB)"},
 			&cli.StringFlag{Name: "pidfile", Usage: "pidfile to lock while serving"},
 			&cli.StringFlag{Name: "marker", Usage: "identifies this process to devvm (proc.Check looks for it in the command line)"},
 			&cli.IntFlag{Name: "ready-fd", Usage: "file descriptor to write \"ready\" on once mounted (then closed); an error is written there instead"},

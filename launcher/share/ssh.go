@@ -24,8 +24,10 @@ const (
 	maxBadConns = 16
 	// nonceTimeout bounds how long a connection may take to send the nonce.
 	nonceTimeout = 30 * time.Second
-	// DefaultMsize is the msize MountCommand uses when given 0 (as u-root/cpu).
-	DefaultMsize = 64 << 10
+	// DefaultMsize is the msize MountCommand uses when given 0. Sequential
+	// reads are one round trip per message; in a TCG test guest with OpenSSH,
+	// 256 KiB and 1 MiB read 256 MiB in 15 s where 64 KiB took 19-27 s.
+	DefaultMsize = 512 << 10
 	// MaxMsize is the largest msize the Linux fd/tcp transports accept.
 	MaxMsize = 1 << 20
 )

@@ -25,8 +25,26 @@ MODULES=(virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_p
 # Runtime libraries of dropbear (Debian 12); the ones ldd reports are copied from these packages.
 LIB_PKGS=(libtomcrypt1 libtommath1 libgmp10 zlib1g libcrypt1 libc6)
 
+# DEVVM_TEST_GUEST_SSHD=openssh swaps dropbear for OpenSSH's sshd, the SSH server of Guix guests (the share
+# benchmark measures with it); that variant is cached apart, in guest-openssh.
+sshd_kind="${DEVVM_TEST_GUEST_SSHD:-dropbear}"
+case "$sshd_kind" in
+dropbear)
+	SSHD_PKGS=(dropbear-bin)
+	cache_name=guest
+	;;
+openssh)
+	# sshd, ssh-keygen and the libraries ldd reports for them (Debian 12).
+	SSHD_PKGS=(openssh-server openssh-client libssl3 libaudit1 libcap-ng0 libcap2 libcom-err2 libgcrypt20 libgpg-error0
+		libgssapi-krb5-2 libk5crypto3 libkeyutils1 libkrb5-3 libkrb5support0 liblz4-1 liblzma5 libnsl2 libpam0g
+		libselinux1 libsystemd0 libtirpc3 libwrap0 libzstd1)
+	cache_name=guest-openssh
+	;;
+*) die "DEVVM_TEST_GUEST_SSHD must be 'dropbear' or 'openssh', not '$sshd_kind'" ;;
+esac
+
 self="$(readlink -f "${BASH_SOURCE[0]}")"
-cache_root="${1:-${DEVVM_TEST_CACHE:-/var/cache/devvm-test}/guest}"
+cache_root="${1:-${DEVVM_TEST_CACHE:-/var/cache/devvm-test}/$cache_name}"
 for tool in apt-get apt-cache dpkg-deb cpio gzip ldd sha256sum flock; do
 	command -v "$tool" >/dev/null || die "'$tool' is not installed; install it (Debian: apt-get install apt dpkg cpio gzip libc-bin coreutils util-linux) and retry"
 done
@@ -35,7 +53,7 @@ kpkg="$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-i
 [[ -n "$kpkg" ]] || die "cannot resolve the kernel package behind linux-image-amd64; run 'apt-get update' and retry"
 # bash (for devvm's 9P-over-SSH mount script: /dev/tcp) and the real git with the libraries ldd reports.
 EXTRA_PKGS=(bash-static git libpcre2-8-0)
-PKGS=("$kpkg" busybox-static dropbear-bin "${LIB_PKGS[@]}" "${EXTRA_PKGS[@]}")
+PKGS=("$kpkg" busybox-static "${SSHD_PKGS[@]}" "${LIB_PKGS[@]}" "${EXTRA_PKGS[@]}")
 # Candidate versions from the local apt lists (one apt-cache call, no network).
 declare -A cand=()
 while read -r p v; do cand[$p]="$v"; done < <(apt-cache policy "${PKGS[@]}" 2>/dev/null |
@@ -50,7 +68,7 @@ for p in "${PKGS[@]}"; do
 done
 key="$({
 	cat "$self"
-	printf '%s' "$versions"
+	printf 'sshd=%s\n%s' "$sshd_kind" "$versions"
 } | sha256sum | cut -c1-16)"
 out="$cache_root/$key"
 
@@ -97,24 +115,49 @@ cp "$x/bin/busybox" "$root/bin/busybox"
 	ln -s /bin/busybox "$root/$applet"
 done
 
-# dropbear and the libraries ldd reports, resolved from the unpacked packages.
-cp "$x/usr/sbin/dropbear" "$root/usr/sbin/dropbear"
+# copy_with_libs PATH...: copy programs from the unpacked packages with the libraries ldd reports for them.
 libpath="$x/lib/x86_64-linux-gnu:$x/usr/lib/x86_64-linux-gnu"
-while read -r lib; do
-	[[ "$lib" == "$x"/* ]] || die "ldd resolved '$lib' outside the unpacked packages; the LIB_PKGS list is incomplete"
-	rel="${lib#"$x"}"
-	mkdir -p "$root$(dirname "$rel")"
-	cp -L "$lib" "$root$rel"
-done < <(LD_LIBRARY_PATH="$libpath" ldd "$x/usr/sbin/dropbear" | awk '$2 == "=>" && $3 ~ /^\// {print $3}')
+copy_with_libs() {
+	local bin lib rel
+	for bin in "$@"; do
+		mkdir -p "$root$(dirname "$bin")"
+		cp "$x$bin" "$root$bin"
+		while read -r lib; do
+			[[ "$lib" == "$x"/* ]] || die "ldd resolved '$lib' for $bin outside the unpacked packages; add its package to this script's lists"
+			rel="${lib#"$x"}"
+			mkdir -p "$root$(dirname "$rel")"
+			cp -L "$lib" "$root$rel"
+		done < <(LD_LIBRARY_PATH="$libpath" ldd "$x$bin" | awk '$2 == "=>" && $3 ~ /^\// {print $3}')
+	done
+}
+# The SSH server, started in the foreground by /usr/sbin/devvm-sshd (init respawns it).
+if [[ "$sshd_kind" == openssh ]]; then
+	copy_with_libs /usr/sbin/sshd /usr/bin/ssh-keygen
+	mkdir -p "$root/etc/ssh"
+	cat >"$root/etc/ssh/sshd_config" <<'EOF'
+# OpenSSH in the devvm test guest: keys only; the login user is a uid-0 alias.
+HostKey /etc/ssh/ssh_host_ed25519_key
+PermitRootLogin prohibit-password
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+EOF
+	cat >"$root/usr/sbin/devvm-sshd" <<'EOF'
+#!/bin/sh
+# A new ed25519 host key every boot (like dropbear -R), privilege separation as user sshd.
+grep -q '^sshd:' /etc/passwd || echo 'sshd:x:65534:65534:sshd privsep:/run/sshd:/bin/false' >>/etc/passwd
+mkdir -p /run/sshd
+chmod 755 /run/sshd
+[ -f /etc/ssh/ssh_host_ed25519_key ] || ssh-keygen -q -t ed25519 -N '' -f /etc/ssh/ssh_host_ed25519_key
+exec /usr/sbin/sshd -D -e
+EOF
+else
+	copy_with_libs /usr/sbin/dropbear
+	printf '#!/bin/sh\nexec /usr/sbin/dropbear -R -F -E -p 22\n' >"$root/usr/sbin/devvm-sshd"
+fi
 # bash-static as /bin/bash; git (every command used in the tests is a builtin of /usr/bin/git) and its libraries.
 cp "$x/bin/bash-static" "$root/bin/bash"
-cp "$x/usr/bin/git" "$root/usr/bin/git"
-while read -r lib; do
-	[[ "$lib" == "$x"/* ]] || die "ldd resolved '$lib' outside the unpacked packages; EXTRA_PKGS is incomplete"
-	rel="${lib#"$x"}"
-	mkdir -p "$root$(dirname "$rel")"
-	cp -L "$lib" "$root$rel"
-done < <(LD_LIBRARY_PATH="$libpath" ldd "$x/usr/bin/git" | awk '$2 == "=>" && $3 ~ /^\// {print $3}')
+copy_with_libs /usr/bin/git
 loader="$(find "$x" -name 'ld-linux-x86-64.so.2' -print -quit)"
 [[ -n "$loader" ]] || die "libc6 did not contain ld-linux-x86-64.so.2"
 mkdir -p "$root/lib64"
@@ -265,20 +308,20 @@ if [ "$testmode" = hang ]; then
 	# SIGTERM/SIGKILL to QEMU stops this VM.
 	say "test mode hang: ignoring poweroff and the power button"
 	trap '' TERM USR1 USR2 INT HUP QUIT
-	dropbear -R -F -E -p 22 &
+	/usr/sbin/devvm-sshd &
 	/etc/rc.ready
 	while :; do sleep 3600; done
 fi
 
 cat >/etc/inittab <<EOT
-::respawn:/usr/sbin/dropbear -R -F -E -p 22
+::respawn:/usr/sbin/devvm-sshd
 ::respawn:/bin/busybox acpid -f -c /etc/acpi -a /etc/acpid.conf -l /var/log/acpid.log
 ::sysinit:/etc/rc.ready
 ::shutdown:/etc/rc.shutdown
 EOT
 exec /bin/busybox init
 EOF
-chmod 755 "$root/init" "$root/usr/bin/sudo" "$root/etc/rc.shutdown" "$root/etc/rc.ready" "$root/etc/acpi/PWRF/00000080"
+chmod 755 "$root/init" "$root/usr/sbin/devvm-sshd" "$root/usr/bin/sudo" "$root/etc/rc.shutdown" "$root/etc/rc.ready" "$root/etc/acpi/PWRF/00000080"
 
 mkdir -p "$work/out"
 cp "$x/boot/vmlinuz-$kver" "$work/out/bzImage"

@@ -99,9 +99,18 @@ func TestSSH(t *testing.T) {
 		}
 		cfg := filepath.Join(t.TempDir(), "config")
 		os.WriteFile(cfg, []byte(r.stdout), 0o600)
-		out, err := exec.Command("ssh", "-F", cfg, "-o", "BatchMode=yes", "devvm-"+name, "echo", "via-openssh").CombinedOutput()
+		out, err := exec.Command("ssh", "-v", "-F", cfg, "-o", "BatchMode=yes", "devvm-"+name, "echo", "via-openssh").CombinedOutput()
 		if err != nil || !strings.Contains(string(out), "via-openssh") {
 			t.Fatalf("OpenSSH with the printed config: %v\n%s", err, out)
+		}
+		// Under TCG the guest has no AES-NI: the config puts chacha20-poly1305 first, and the guest agrees.
+		if accel := w.status()["accel"]; accel == "tcg" {
+			if !strings.Contains(r.stdout, "Ciphers chacha20-poly1305@openssh.com,") {
+				t.Errorf("ssh-config of a TCG VM does not prefer chacha20-poly1305:\n%s", r.stdout)
+			}
+			if !strings.Contains(string(out), "cipher: chacha20-poly1305@openssh.com") {
+				t.Errorf("OpenSSH did not negotiate chacha20-poly1305 with the TCG guest:\n%s", out)
+			}
 		}
 		// The file `up` wrote is the same stanza.
 		written, _ := os.ReadFile(filepath.Join(w.checkout, ".devvm", name, "ssh_config"))

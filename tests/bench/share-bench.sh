@@ -5,11 +5,11 @@
 #   - sequential read of a 256 MiB file: dd to /dev/null in the guest (MB/s);
 #   - find + stat over a 20,000-file tree (200 directories of 100 files) in the guest (seconds).
 # 9P over SSH is measured with each guest SSH server in SSHD: dropbear (the e2e guest) and OpenSSH (what Guix guests
-# run). Two ceilings explain the figures, both host → guest like a 9P read:
-#   - the guest's SSH channel: 256 MiB piped into `devvm ssh -- dd of=/dev/null`, timed on the host minus the time of
-#     `devvm ssh -- true`; 9P over SSH cannot be faster;
-#   - plain TCP through QEMU's user network (socat on the host → bash /dev/tcp in the guest), no SSH and no 9P: no
-#     transport over the guest's network can be faster.
+# run). Two reference transfers, host → guest like a 9P read, explain the figures:
+#   - an SSH session: 256 MiB piped into `devvm ssh -- dd of=/dev/null`, timed on the host minus the time of
+#     `devvm ssh -- true` (what the guest's sshd decrypts per second, plus a pipe to dd);
+#   - plain TCP through QEMU's user network (socat on the host → bash /dev/tcp in the guest), no SSH and no 9P: the
+#     ceiling of any transport over the guest's network.
 # Each figure is the best of RUNS runs (default 3; find+stat: STAT_RUNS, default 1, as it takes minutes over SSH under
 # TCG); the script prints them and the ratios (ssh / virtio).
 # Timings of the shares are taken inside the guest with bash's `time`, so boot and SSH setup are not counted.
@@ -149,7 +149,7 @@ runs_of() { # runs_of MODE SSHD
 	log "mode $mode, sshd $sshd: read 256 MiB in ${read_s[$key]} s, find+stat in ${stat_s[$key]:-(skipped)} s"
 	if [[ "$mode" == ssh ]]; then
 		chan_s[$sshd]="$(best_host channel)"
-		log "sshd $sshd: 256 MiB through a plain SSH channel in ${chan_s[$sshd]} s"
+		log "sshd $sshd: 256 MiB through an SSH session in ${chan_s[$sshd]} s"
 	else
 		tcp_s="$(plain_tcp)"
 		log "plain TCP through QEMU's user network: 256 MiB in $tcp_s s"
@@ -172,8 +172,8 @@ for s in "${sshds[@]}"; do
 	printf '%-44s %9s MB/s %12s s   ssh/virtio: %sx read time%s\n' "9P over SSH, guest $s" "$(mbs "${read_s[$k]}")" "${st:-—}" \
 		"$(ratio "${read_s[$k]}" "${read_s[virtio/dropbear]}")" "${st:+, $(ratio "$st" "${stat_s[virtio/dropbear]}")x find+stat time}"
 done
-printf 'ceilings (host → guest, 256 MiB):\n'
+printf 'reference transfers (host → guest, 256 MiB):\n'
 for s in "${sshds[@]}"; do
-	printf '  %-42s %9s MB/s\n' "SSH channel, guest $s" "$(mbs "${chan_s[$s]}")"
+	printf '  %-42s %9s MB/s\n' "SSH session stdin → dd, guest $s" "$(mbs "${chan_s[$s]}")"
 done
 printf '  %-42s %9s MB/s\n' "plain TCP via QEMU user net (no SSH, no 9P)" "$(mbs "$tcp_s")"

@@ -20,6 +20,7 @@ import (
 
 	"github.com/creack/pty"
 	"github.com/devvm/devvm/launcher/hostenv"
+	"github.com/devvm/devvm/launcher/proc"
 )
 
 // Runner runs guix commands.
@@ -155,6 +156,9 @@ func (r *Runner) SystemVM(ctx context.Context, req Request) (*Result, error) {
 			syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 			runErr = <-waitErr
 		}
+		// guix itself has exited; its children (same session and group)
+		// got the signal too but may still be on their way out.
+		endGroup(cmd.Process.Pid, 3*time.Second)
 	}
 	select {
 	case <-copied:
@@ -337,4 +341,23 @@ func rel(dir, p string) string {
 		return r
 	}
 	return p
+}
+
+// endGroup waits until no process of group pgid runs any more, and SIGKILLs
+// the group if some still do after grace (then waits a second more).
+func endGroup(pgid int, grace time.Duration) {
+	gone := func(d time.Duration) bool {
+		for deadline := time.Now().Add(d); ; time.Sleep(20 * time.Millisecond) {
+			if !proc.GroupRunning(pgid) {
+				return true
+			}
+			if time.Now().After(deadline) {
+				return false
+			}
+		}
+	}
+	if !gone(grace) {
+		syscall.Kill(-pgid, syscall.SIGKILL)
+		gone(time.Second)
+	}
 }

@@ -139,29 +139,61 @@ func Capture(pid int, marker, pidfile string) (Identity, error) {
 	return Identity{PID: pid, StartTime: start, StartTicks: ticks, BootID: boot, Marker: marker, Pidfile: pidfile}, nil
 }
 
-// startTicks reads the start time in clock ticks since boot (field 22 of
-// /proc/<pid>/stat).
-func startTicks(pid int) (uint64, error) {
+// statFields returns the fields of /proc/<pid>/stat after comm: element 0
+// is field 3 (state).
+func statFields(pid int) ([]string, error) {
 	path := fmt.Sprintf("/proc/%d/stat", pid)
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return 0, fmt.Errorf("reading the start time: %w", err)
+		return nil, err
 	}
 	// Field 2 (comm) is in parentheses and may contain spaces and ')'.
 	i := strings.LastIndexByte(string(b), ')')
 	if i < 0 {
-		return 0, fmt.Errorf("reading the start time: unexpected format of %s", path)
+		return nil, fmt.Errorf("unexpected format of %s", path)
 	}
-	f := strings.Fields(string(b[i+1:]))
-	const field = 22 - 3 // f[0] is field 3 (state)
+	return strings.Fields(string(b[i+1:])), nil
+}
+
+// startTicks reads the start time in clock ticks since boot (field 22 of
+// /proc/<pid>/stat).
+func startTicks(pid int) (uint64, error) {
+	f, err := statFields(pid)
+	if err != nil {
+		return 0, fmt.Errorf("reading the start time: %w", err)
+	}
+	const field = 22 - 3
 	if len(f) <= field {
-		return 0, fmt.Errorf("reading the start time: %s has only %d fields", path, len(f)+2)
+		return 0, fmt.Errorf("reading the start time: /proc/%d/stat has only %d fields", pid, len(f)+2)
 	}
 	v, err := strconv.ParseUint(f[field], 10, 64)
 	if err != nil {
-		return 0, fmt.Errorf("reading the start time from %s: %w", path, err)
+		return 0, fmt.Errorf("reading the start time from /proc/%d/stat: %w", pid, err)
 	}
 	return v, nil
+}
+
+// GroupRunning reports whether a process of process group pgid still runs.
+// Zombies do not count: they have exited and only wait to be reaped, which
+// for orphans is up to init.
+func GroupRunning(pgid int) bool {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return syscall.Kill(-pgid, 0) == nil
+	}
+	want := strconv.Itoa(pgid)
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		f, err := statFields(pid)
+		// f[0] is the state, f[2] the process group.
+		if err == nil && len(f) > 2 && f[2] == want && f[0] != "Z" && f[0] != "X" {
+			return true
+		}
+	}
+	return false
 }
 
 func hasMarker(args []string, marker string) bool {

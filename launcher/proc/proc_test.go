@@ -406,3 +406,30 @@ func TestUsage(t *testing.T) {
 		t.Errorf("Usage of an exited process: %v", err)
 	}
 }
+
+// TestGroupRunning: a live member counts, an exited one that nobody reaped
+// yet (a zombie) does not.
+func TestGroupRunning(t *testing.T) {
+	cmd := exec.Command("sleep", "30")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pgid := cmd.Process.Pid
+	defer cmd.Wait()
+	if !GroupRunning(pgid) {
+		t.Fatalf("group %d with a running sleep reported as gone", pgid)
+	}
+	cmd.Process.Kill()
+	// Not reaped yet: the sleep is a zombie until Wait.
+	deadline := time.Now().Add(10 * time.Second)
+	for GroupRunning(pgid) {
+		if time.Now().After(deadline) {
+			t.Fatalf("group %d still reported running 10 s after SIGKILL (its only process is a zombie)", pgid)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := syscall.Kill(pgid, 0); err != nil {
+		t.Fatalf("the killed sleep was reaped already (%v): the zombie case was not tested", err)
+	}
+}

@@ -16,7 +16,7 @@ import (
 
 // Version is part of every build key: bump it whenever a template changes
 // in a way that changes the VMs built from it.
-const Version = "3"
+const Version = "4"
 
 //go:embed guix/*.scm microvm/*
 var files embed.FS

@@ -93,5 +93,9 @@
                     (password-authentication? #f)
                     (authorized-keys
                      `((,%devvm-user ,(local-file {{scm .AuthorizedKeys}}
-                                                  "devvm-authorized-keys"))))))
+                                                  "devvm-authorized-keys"))))
+                    ;; Drop a client that stopped answering (a sleeping
+                    ;; laptop) within a minute, so a share served over SSH
+                    ;; fails with EIO instead of hanging.
+                    (extra-content "ClientAliveInterval 15\nClientAliveCountMax 4\n")))
           %base-services)))

@@ -46,5 +46,7 @@
                     (password-authentication? #f)
                     (authorized-keys
                      `((,{{scm .User}} ,(local-file {{scm .AuthorizedKeys}}
-                                                   "devvm-authorized-keys"))))))
+                                                   "devvm-authorized-keys"))))
+                    ;; Drop an unresponsive client within a minute.
+                    (extra-content "ClientAliveInterval 15\nClientAliveCountMax 4\n")))
           %base-services)))

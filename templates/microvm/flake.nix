@@ -79,6 +79,10 @@
             services.openssh = {
               enable = true;
               settings.PasswordAuthentication = false;
+              # Drop a client that stopped answering (a sleeping laptop) within a minute, so a share served over
+              # SSH fails with EIO instead of hanging.
+              settings.ClientAliveInterval = 15;
+              settings.ClientAliveCountMax = 4;
             };
             networking.firewall.allowedTCPPorts = [ 22 ];
             users.users.${user} = {

@@ -189,13 +189,37 @@ func TestSSHShare(t *testing.T) {
 		t.Errorf("%d 9p mounts on %s after the restore, want 1:\n%s", n, guest, r.stdout)
 	}
 
+	// A server that stops answering but keeps its connection open (the
+	// laptop went to sleep): the guest's sshd gives up on it after its
+	// keepalives (the test guest: 3 missed at 5 s intervals), so access
+	// fails instead of hanging; woken up, the server finds its connection
+	// gone and exits, and `up` restores the share.
+	if err := syscall.Kill(pid2, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	r = w.run("ssh", "--", "timeout", "120", "cat", guest+"/hello.txt")
+	syscall.Kill(pid2, syscall.SIGCONT)
+	if r.code == 0 || r.code == 124 || r.code == 143 || r.code == 255 {
+		t.Errorf("reading the share while its server was frozen: exit %d, stdout %q, stderr %q; want an I/O error once the guest's sshd drops the silent client", r.code, r.stdout, r.stderr)
+	}
+	t.Logf("guest access with the server frozen: exit %d: %s", r.code, strings.TrimSpace(r.stderr))
+	waitGone(t, pid2)
+	w.ok("up")
+	pid3, line := w.sharePID(guest)
+	if pid3 == 0 || pid3 == pid2 {
+		t.Fatalf("status after up: %q (frozen server pid %d)", line, pid2)
+	}
+	if r = w.ok("ssh", "--", "cat", guest+"/hello.txt"); r.stdout != "from the host\n" {
+		t.Fatalf("guest read %q after the share was restored again", r.stdout)
+	}
+
 	// halt stops the server (it unmounts first) and leaves no process.
 	w.ok("halt")
 	if got := processesWith(marker); len(got) != 0 {
 		t.Errorf("share server processes after halt: %v", got)
 	}
-	if alive(pid2) {
-		t.Errorf("share server pid %d alive after halt", pid2)
+	if alive(pid3) {
+		t.Errorf("share server pid %d alive after halt", pid3)
 	}
 	log, _ := os.ReadFile(filepath.Join(w.checkout, ".devvm", name, "share-share0.log"))
 	if !strings.Contains(string(log), "unmounting "+guest) {

@@ -130,7 +130,8 @@ copy_with_libs() {
 		done < <(LD_LIBRARY_PATH="$libpath" ldd "$x$bin" | awk '$2 == "=>" && $3 ~ /^\// {print $3}')
 	done
 }
-# The SSH server, started in the foreground by /usr/sbin/devvm-sshd (init respawns it).
+# The SSH server, started in the foreground by /usr/sbin/devvm-sshd (init respawns it). Like devvm's templates
+# (ClientAliveInterval), it drops a client that stopped answering keepalives (dropbear: after 3 of them).
 if [[ "$sshd_kind" == openssh ]]; then
 	copy_with_libs /usr/sbin/sshd /usr/bin/ssh-keygen
 	mkdir -p "$root/etc/ssh"
@@ -141,6 +142,8 @@ PermitRootLogin prohibit-password
 PasswordAuthentication no
 KbdInteractiveAuthentication no
 UsePAM no
+ClientAliveInterval 5
+ClientAliveCountMax 3
 EOF
 	cat >"$root/usr/sbin/devvm-sshd" <<'EOF'
 #!/bin/sh
@@ -153,7 +156,7 @@ exec /usr/sbin/sshd -D -e
 EOF
 else
 	copy_with_libs /usr/sbin/dropbear
-	printf '#!/bin/sh\nexec /usr/sbin/dropbear -R -F -E -p 22\n' >"$root/usr/sbin/devvm-sshd"
+	printf '#!/bin/sh\nexec /usr/sbin/dropbear -R -F -E -K 5 -p 22\n' >"$root/usr/sbin/devvm-sshd"
 fi
 # bash-static as /bin/bash; git (every command used in the tests is a builtin of /usr/bin/git) and its libraries.
 cp "$x/bin/bash-static" "$root/bin/bash"

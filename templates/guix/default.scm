@@ -96,6 +96,6 @@
                                                   "devvm-authorized-keys"))))
                     ;; Drop a client that stopped answering (a sleeping
                     ;; laptop) within a minute, so a share served over SSH
-                    ;; fails with EIO instead of hanging.
+                    ;; fails with an I/O error instead of hanging.
                     (extra-content "ClientAliveInterval 15\nClientAliveCountMax 4\n")))
           %base-services)))

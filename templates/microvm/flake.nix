@@ -80,7 +80,7 @@
               enable = true;
               settings.PasswordAuthentication = false;
               # Drop a client that stopped answering (a sleeping laptop) within a minute, so a share served over
-              # SSH fails with EIO instead of hanging.
+              # SSH fails with an I/O error instead of hanging.
               settings.ClientAliveInterval = 15;
               settings.ClientAliveCountMax = 4;
             };

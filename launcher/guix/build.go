@@ -149,16 +149,11 @@ func (r *Runner) SystemVM(ctx context.Context, req Request) (*Result, error) {
 	select {
 	case runErr = <-waitErr:
 	case <-ctx.Done():
+		// guix and its children share the session and process group: wait
+		// for all of them, not just guix, before returning.
 		syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
-		select {
-		case runErr = <-waitErr:
-		case <-time.After(5 * time.Second):
-			syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-			runErr = <-waitErr
-		}
-		// guix itself has exited; its children (same session and group)
-		// got the signal too but may still be on their way out.
-		endGroup(cmd.Process.Pid, 3*time.Second)
+		endGroup(cmd.Process.Pid, 5*time.Second)
+		runErr = <-waitErr
 	}
 	select {
 	case <-copied:

@@ -277,6 +277,23 @@ func TestRunnerTimeoutKillsGroup(t *testing.T) {
 	}
 }
 
+// TestRunnerTimeoutKillsStubbornGroup: guix and a child that ignore SIGTERM
+// are SIGKILLed after the grace period, and none is left when SystemVM
+// returns.
+func TestRunnerTimeoutKillsStubbornGroup(t *testing.T) {
+	r, dir := fakeGuix(t, `trap '' TERM; sleep 301 & sleep 301`)
+	r.Timeout = time.Second
+	_, err := r.SystemVM(context.Background(), request(dir))
+	var be *BuildError
+	if !errors.As(err, &be) || be.Kind != FailTimeout {
+		t.Fatalf("got %v", err)
+	}
+	out, _ := exec.Command("pgrep", "-f", "sleep 301").Output()
+	if len(strings.TrimSpace(string(out))) > 0 {
+		t.Errorf("processes ignoring SIGTERM survived the timeout: %s", out)
+	}
+}
+
 func TestRunnerNoGuix(t *testing.T) {
 	r := &Runner{Env: hostenv.FromOS(), Guix: "/nonexistent/guix"}
 	_, err := r.SystemVM(context.Background(), request(t.TempDir()))

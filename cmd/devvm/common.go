@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/devvm/devvm/launcher/backend"
-	"github.com/devvm/devvm/launcher/engine"
+	"github.com/devvm/devvm/launcher/backends"
 	"github.com/devvm/devvm/launcher/hostenv"
 	"github.com/devvm/devvm/launcher/vmfile"
 	"github.com/urfave/cli/v2"
@@ -37,8 +37,8 @@ func checkoutDir(c *cli.Context) (string, error) {
 	}
 }
 
-func newUI() *engine.UI {
-	ui := &engine.UI{Err: os.Stderr, Terminal: term.IsTerminal(int(os.Stderr.Fd()))}
+func newUI() *backend.UI {
+	ui := &backend.UI{Err: os.Stderr, Terminal: term.IsTerminal(int(os.Stderr.Fd())) && os.Getenv("TERM") != "dumb"}
 	if term.IsTerminal(int(os.Stdin.Fd())) {
 		ui.In = os.Stdin
 	}
@@ -46,17 +46,18 @@ func newUI() *engine.UI {
 }
 
 // open loads the checkout's Vmfile and its backend.
-func open(c *cli.Context) (backend.Backend, *vmfile.Vmfile, *engine.UI, error) {
+func open(c *cli.Context) (backend.Backend, *vmfile.Vmfile, *backend.UI, error) {
 	dir, err := checkoutDir(c)
 	if err != nil {
 		return nil, nil, nil, err
 	}
 	ui := newUI()
-	b, vf, err := engine.Open(dir, hostenv.FromOS(), ui)
-	if c, ok := b.(io.Closer); ok {
-		closers = append(closers, c)
+	b, vf, err := backends.Open(dir, hostenv.FromOS(), ui)
+	if err != nil {
+		return nil, nil, nil, err
 	}
-	return b, vf, ui, err
+	closers = append(closers, b)
+	return b, vf, ui, nil
 }
 
 // closers are backends holding connections (a remote hypervisor's SSH

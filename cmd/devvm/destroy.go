@@ -11,7 +11,8 @@ func destroyCommand() *cli.Command {
 		Usage:     "halt the VM and delete its state, disks, known_hosts, sockets, registry entry and GC roots",
 		ArgsUsage: "[MACHINE…]",
 		Flags: []cli.Flag{
-			&cli.BoolFlag{Name: "force", Aliases: []string{"f"}, Usage: "do not ask, and skip the graceful halt"},
+			&cli.BoolFlag{Name: "force", Aliases: []string{"f"}, Usage: "skip the graceful halt"},
+			&cli.BoolFlag{Name: "yes", Aliases: []string{"y"}, Usage: "do not ask before destroying a running VM or its persistent disk (needed without a terminal)"},
 			&cli.BoolFlag{Name: "gc", Usage: "then collect the store's garbage and report the space freed"},
 		},
 		Action: func(c *cli.Context) error {
@@ -19,7 +20,7 @@ func destroyCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			return b.Destroy(c.Context, machineArgs(c, b), backend.DestroyOptions{Force: c.Bool("force"), GC: c.Bool("gc")})
+			return b.Destroy(c.Context, machineArgs(c, b), backend.DestroyOptions{Force: c.Bool("force"), Yes: c.Bool("yes"), GC: c.Bool("gc")})
 		},
 	}
 }

@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"os"
 
-	"github.com/devvm/devvm/launcher/engine"
+	"github.com/devvm/devvm/launcher/doctor"
 	"github.com/devvm/devvm/launcher/hostenv"
 	"github.com/devvm/devvm/launcher/vmfile"
 	"github.com/urfave/cli/v2"
@@ -21,7 +21,7 @@ func doctorCommand() *cli.Command {
 				return err
 			}
 			vf, vfErr := vmfile.Load(dir)
-			checks := engine.Doctor(c.Context, hostenv.FromOS(), dir, vf, vfErr)
+			checks := doctor.Run(c.Context, hostenv.FromOS(), dir, vf, vfErr)
 			failed := false
 			for _, ch := range checks {
 				if !ch.OK && ch.Required {

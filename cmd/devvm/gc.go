@@ -10,14 +10,17 @@ import (
 func gcCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "gc",
-		Usage: "remove GC roots and disks of builds no VM uses any more, then collect the store's garbage",
-		Flags: []cli.Flag{&cli.BoolFlag{Name: "dry-run", Usage: "list what would be removed; change nothing"}},
+		Usage: "remove GC roots and disks of builds no VM uses any more, then delete from the store what only they held",
+		Flags: []cli.Flag{
+			&cli.BoolFlag{Name: "dry-run", Usage: "list what would be removed; change nothing"},
+			&cli.BoolFlag{Name: "store", Usage: "collect every dead item of the store (plain `guix gc`), not only what devvm's old builds held"},
+		},
 		Action: func(c *cli.Context) error {
 			b, _, _, err := open(c)
 			if err != nil {
 				return err
 			}
-			rep, err := b.GC(c.Context, backend.GCOptions{DryRun: c.Bool("dry-run")})
+			rep, err := b.GC(c.Context, backend.GCOptions{DryRun: c.Bool("dry-run"), Store: c.Bool("store")})
 			if rep != nil {
 				verb := "removed"
 				if c.Bool("dry-run") {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"github.com/devvm/devvm/launcher/backend"
-	"github.com/devvm/devvm/launcher/engine"
 	"github.com/urfave/cli/v2"
 )
 
@@ -13,7 +12,7 @@ func haltCommand() *cli.Command {
 		ArgsUsage: "[MACHINE…]",
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "force", Aliases: []string{"f"}, Usage: "skip the graceful steps (like pulling the plug)"},
-			timeoutFlag(engine.DefaultHaltTimeout, "total bound of all steps"),
+			timeoutFlag(backend.DefaultHaltTimeout, "total bound of all steps"),
 		},
 		Action: func(c *cli.Context) error {
 			b, _, _, err := open(c)

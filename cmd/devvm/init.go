@@ -3,8 +3,8 @@ package main
 import (
 	"os"
 
-	"github.com/devvm/devvm/launcher/engine"
 	"github.com/devvm/devvm/launcher/hostenv"
+	"github.com/devvm/devvm/launcher/project"
 	"github.com/devvm/devvm/templates"
 	"github.com/urfave/cli/v2"
 )
@@ -27,7 +27,7 @@ func initCommand() *cli.Command {
 				}
 				dir = wd
 			}
-			return engine.Init(c.Context, hostenv.FromOS(), newUI(), engine.InitOptions{
+			return project.Init(c.Context, hostenv.FromOS(), newUI(), project.InitOptions{
 				Dir: dir, Name: c.String("name"), Template: c.String("template"), Force: c.Bool("force"),
 			})
 		},

@@ -2,12 +2,13 @@ package main
 
 import (
 	"fmt"
-	"io"
 	"os"
 	"text/tabwriter"
 
-	"github.com/devvm/devvm/launcher/engine"
+	"github.com/devvm/devvm/launcher/backend"
+	"github.com/devvm/devvm/launcher/backends"
 	"github.com/devvm/devvm/launcher/hostenv"
+	"github.com/devvm/devvm/launcher/machine"
 	"github.com/devvm/devvm/launcher/state"
 	"github.com/urfave/cli/v2"
 )
@@ -41,11 +42,12 @@ func listCommand() *cli.Command {
 			var rows []listed
 			for _, e := range entries {
 				row := listed{Name: e.Name, Backend: e.Backend, Checkout: e.Checkout, State: "unknown"}
-				ui := &engine.UI{Err: os.Stderr}
-				b, _, err := engine.Open(e.Checkout, env, ui)
-				if c, ok := b.(io.Closer); ok {
-					defer c.Close()
+				ui := &backend.UI{Err: os.Stderr}
+				b, _, err := backends.Open(e.Checkout, env, ui)
+				if err == nil {
+					defer b.Close()
 				}
+				vm := state.New(e.Checkout, e.Name, env.Dirs())
 				gone := false
 				if err != nil {
 					row.State, row.Problem, gone = "gone", err.Error(), true
@@ -57,10 +59,13 @@ func listCommand() *cli.Command {
 					if s.Outdated {
 						row.State += " (outdated)"
 					}
-					vm := state.New(e.Checkout, e.Name, env.RuntimeDir)
 					if _, err := os.Stat(vm.Dir()); err != nil && s.PID == 0 {
 						gone, row.Problem = true, "no state in "+vm.Dir()
 					}
+				}
+				if gone && machine.RecordedAlive(vm) {
+					// A Vmfile typo or an unreachable hypervisor is not a gone VM.
+					gone, row.State = false, "running (its Vmfile does not load)"
 				}
 				if gone && c.Bool("prune") {
 					if err := reg.Remove(e.ID); err != nil {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"github.com/devvm/devvm/launcher/backend"
-	"github.com/devvm/devvm/launcher/engine"
 	"github.com/urfave/cli/v2"
 )
 
@@ -22,7 +21,7 @@ func reloadCommand() *cli.Command {
 				return err
 			}
 			names := machineArgs(c, b)
-			if err := b.Halt(c.Context, names, backend.HaltOptions{Force: c.Bool("force"), Timeout: engine.DefaultHaltTimeout}); err != nil {
+			if err := b.Halt(c.Context, names, backend.HaltOptions{Force: c.Bool("force"), Timeout: backend.DefaultHaltTimeout}); err != nil {
 				return err
 			}
 			return b.Up(c.Context, names, backend.UpOptions{

@@ -1,16 +1,10 @@
 package main
 
 import (
-	"context"
 	"fmt"
 
 	"github.com/urfave/cli/v2"
 )
-
-// rollbacker is a backend that keeps the previous runner of a machine.
-type rollbacker interface {
-	Rollback(ctx context.Context, names []string) error
-}
 
 func rollbackCommand() *cli.Command {
 	return &cli.Command{
@@ -22,11 +16,10 @@ func rollbackCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			r, ok := b.(rollbacker)
-			if !ok {
+			if !b.Capabilities().Rollback {
 				return fmt.Errorf("rollback is for microvm machines; a %s VM is rebuilt from its pinned inputs: revert dev-vm.scm or channels.scm (e.g. with git) and run `devvm reload`", b.Kind())
 			}
-			return r.Rollback(c.Context, machineArgs(c, b))
+			return b.Rollback(c.Context, machineArgs(c, b))
 		},
 	}
 }

@@ -1,17 +1,8 @@
 package main
 
 import (
-	"context"
-
-	"github.com/devvm/devvm/launcher/backend"
 	"github.com/urfave/cli/v2"
 )
-
-// runner is a backend that runs a machine in the foreground itself
-// (`microvm -r` on the hypervisor).
-type runner interface {
-	Run(ctx context.Context, name string) error
-}
 
 func runCommand() *cli.Command {
 	return &cli.Command{
@@ -27,10 +18,7 @@ func runCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			if r, ok := b.(runner); ok {
-				return r.Run(c.Context, name)
-			}
-			return b.Up(c.Context, []string{name}, backend.UpOptions{Foreground: true})
+			return b.Run(c.Context, name)
 		},
 	}
 }

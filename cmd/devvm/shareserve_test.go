@@ -5,12 +5,11 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/devvm/devvm/launcher/share"
 	"github.com/devvm/devvm/launcher/sshx"
 	"github.com/urfave/cli/v2"
 )
 
-// TestServeTargetRoundTrip: the flags share.TargetArgs writes rebuild the
+// TestServeTargetRoundTrip: the flags sshx.EncodeTarget writes rebuild the
 // same target in share-serve, jump host and cipher preference included.
 func TestServeTargetRoundTrip(t *testing.T) {
 	vmKey, err := sshx.EnsureUserKey(filepath.Join(t.TempDir(), "vm"))
@@ -24,14 +23,14 @@ func TestServeTargetRoundTrip(t *testing.T) {
 	want := sshx.Target{Addr: "10.0.0.2:22", User: "dev", Key: vmKey, KnownHosts: "/kh/vm", HostKeyAlias: "devvm-vm1",
 		Ciphers: sshx.EmulatedCPUCiphers,
 		Jump:    &sshx.Target{Addr: "hv:22", User: "root", Key: hvKey, UseAgent: true, KnownHosts: "/kh/hv"}}
-	args, err := share.TargetArgs(want, nil)
+	args, err := sshx.EncodeTarget(want, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	cmd := shareServeCommand()
 	var got *sshx.Target
 	cmd.Action = func(c *cli.Context) error {
-		got, err = serveTarget(c)
+		got, err = sshx.DecodeTarget(c)
 		return err
 	}
 	app := &cli.App{Commands: []*cli.Command{cmd}}

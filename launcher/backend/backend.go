@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/devvm/devvm/launcher/sshx"
@@ -39,7 +40,24 @@ type Backend interface {
 	Logs(ctx context.Context, name string, opts LogOptions, w io.Writer) error
 	// Console attaches in/out to a machine's serial console.
 	Console(ctx context.Context, name string, in *os.File, out io.Writer) error
+	// Restart halts machines and boots their last build again.
+	Restart(ctx context.Context, names []string) error
+	// Rollback boots machines from their previous build (Capabilities.Rollback).
+	Rollback(ctx context.Context, names []string) error
+	// Run runs a stopped machine in the foreground on this terminal.
+	Run(ctx context.Context, name string) error
+	// Capabilities says which optional verbs the backend has.
+	Capabilities() Capabilities
 }
+
+// Capabilities are the optional verbs of a backend.
+type Capabilities struct {
+	Console  bool // an attachable serial console
+	Rollback bool // a previous build to go back to
+}
+
+// DefaultHaltTimeout bounds a halt when no --timeout is given.
+const DefaultHaltTimeout = 60 * time.Second
 
 // BuildOptions for Build and Up.
 type BuildOptions struct {
@@ -63,12 +81,16 @@ type HaltOptions struct {
 // DestroyOptions for Destroy.
 type DestroyOptions struct {
 	Force bool // no graceful halt
+	Yes   bool // do not ask (a running VM, a persistent disk)
 	GC    bool // collect the store afterwards
 }
 
 // GCOptions for GC.
 type GCOptions struct {
 	DryRun bool
+	// Store collects every dead item of the store, not only the items of
+	// devvm's own dead builds.
+	Store bool
 }
 
 // GCReport says what GC removed.
@@ -120,13 +142,63 @@ type Status struct {
 type UI struct {
 	// Err receives progress and warnings (stderr).
 	Err io.Writer
-	// Terminal is true when Err is a terminal (spinners, progress bars).
+	// Terminal is true when Err is a terminal that takes control sequences
+	// (spinners); false for a pipe or TERM=dumb.
 	Terminal bool
 	// In is the terminal to ask questions on (nil: never ask).
 	In *os.File
+	// Debug, when set, receives what devvm runs (commands, argv, SSH targets).
+	Debug io.Writer
 }
 
 // Printf writes one progress line.
 func (u *UI) Printf(format string, a ...any) {
 	fmt.Fprintf(u.Err, "devvm: "+format+"\n", a...)
+}
+
+// Debugf writes one line to Debug, when set.
+func (u *UI) Debugf(format string, a ...any) {
+	if u.Debug != nil {
+		fmt.Fprintf(u.Debug, "devvm: debug: "+format+"\n", a...)
+	}
+}
+
+// Confirm asks a yes/no question on In; no answer is no.
+func (u *UI) Confirm(q string) bool {
+	if u.In == nil {
+		return false
+	}
+	fmt.Fprintf(u.Err, "%s [y/N] ", q)
+	var b [64]byte
+	n, _ := u.In.Read(b[:])
+	a := strings.ToLower(strings.TrimSpace(string(b[:n])))
+	return a == "y" || a == "yes"
+}
+
+// Phase shows a phase that may take a while, with elapsed time on a
+// terminal or a line before and after elsewhere; the func it returns ends it.
+func (u *UI) Phase(what string) func() {
+	start := time.Now()
+	if !u.Terminal {
+		u.Printf("%s", what)
+		return func() { u.Printf("%s: done after %.1fs", what, time.Since(start).Seconds()) }
+	}
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		frames := `|/-\`
+		tk := time.NewTicker(150 * time.Millisecond)
+		defer tk.Stop()
+		for i := 0; ; i++ {
+			select {
+			case <-done:
+				fmt.Fprintf(u.Err, "\r\033[Kdevvm: %s: %.1fs\n", what, time.Since(start).Seconds())
+				return
+			case <-tk.C:
+				fmt.Fprintf(u.Err, "\r\033[Kdevvm: %s %c %.0fs", what, frames[i%4], time.Since(start).Seconds())
+			}
+		}
+	}()
+	return func() { close(done); <-finished }
 }

@@ -11,10 +11,11 @@ import (
 	"github.com/devvm/devvm/launcher/sshx"
 )
 
-// WaitSSH waits like sshx.WaitReady with pinning (the VM is known to be
-// ours: its process is id) until the VM accepts SSH, and ends at once when
-// that process stops being alive: died then says why (and err is set).
-func WaitSSH(ctx context.Context, t sshx.Target, id proc.Identity, poll time.Duration) (c *sshx.Client, died string, err error) {
+// WaitSSH waits like sshx.WaitReady (pinning this boot's host key with pin:
+// the VM is known to be ours, its process is id) until the VM accepts SSH,
+// and ends at once when that process stops being alive: died then says why
+// (and err is set).
+func WaitSSH(ctx context.Context, t sshx.Target, id proc.Identity, poll time.Duration, pin bool) (c *sshx.Client, died string, err error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	dead := make(chan string, 1)
@@ -34,7 +35,7 @@ func WaitSSH(ctx context.Context, t sshx.Target, id proc.Identity, poll time.Dur
 			}
 		}
 	}()
-	c, err = sshx.WaitReady(ctx, t, poll, true)
+	c, err = sshx.WaitReady(ctx, t, poll, pin)
 	if err != nil {
 		select {
 		case died = <-dead:

@@ -9,10 +9,14 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
+
+	"github.com/devvm/devvm/launcher/state"
 )
 
 // Env is the host as devvm sees it.
@@ -24,6 +28,10 @@ type Env struct {
 	// RuntimeDir holds short-lived sockets; kept short because unix socket
 	// paths are limited to 107 bytes.
 	RuntimeDir string
+	// GCRootsDir holds the GC roots of builds where the store's daemon can
+	// read them (an unprivileged guix-daemon cannot read a 0700 home and
+	// ignores roots it cannot read); empty: in each VM's state directory.
+	GCRootsDir string
 	// KVMDevice and CPUInfo are read to decide the accelerator.
 	KVMDevice string
 	CPUInfo   string
@@ -55,12 +63,42 @@ func FromOS() *Env {
 		DataDir:    filepath.Join(xdg("XDG_DATA_HOME", ".local/share"), "devvm"),
 		StateDir:   filepath.Join(xdg("XDG_STATE_HOME", ".local/state"), "devvm"),
 		RuntimeDir: rt,
+		GCRootsDir: guixRootsDir(),
 		KVMDevice:  "/dev/kvm",
 		CPUInfo:    "/proc/cpuinfo",
 		Now:        time.Now,
 		LookPath:   exec.LookPath,
 		Command:    exec.CommandContext,
 	}
+}
+
+// Dirs are the directories devvm keeps its state in.
+func (e *Env) Dirs() state.Dirs {
+	return state.Dirs{State: e.StateDir, Runtime: e.RuntimeDir, GCRoots: e.GCRootsDir}
+}
+
+// guixPerUser is where guix-daemon keeps each user's profiles (world
+// readable, owned by the user): guix:nix/libstore/local-store.cc creates
+// /var/guix/profiles/per-user/$USER for every user who connects.
+const guixPerUser = "/var/guix/profiles/per-user"
+
+// guixRootsDir is devvm's GC root directory under the user's per-user
+// profile directory, when that exists and belongs to the user; Guix moved
+// its own roots out of unreadable homes the same way (commit d12c4452a49).
+func guixRootsDir() string {
+	u, err := user.Current()
+	if err != nil {
+		return ""
+	}
+	dir := filepath.Join(guixPerUser, u.Username)
+	st, err := os.Lstat(dir)
+	if err != nil || !st.IsDir() {
+		return ""
+	}
+	if sys, ok := st.Sys().(*syscall.Stat_t); !ok || int(sys.Uid) != os.Geteuid() {
+		return ""
+	}
+	return filepath.Join(dir, "devvm")
 }
 
 // KVM tells whether QEMU can use KVM here, and why not.

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/devvm/devvm/launcher/backend"
+	"github.com/devvm/devvm/launcher/machine"
 	"github.com/devvm/devvm/launcher/sshx"
 	"github.com/devvm/devvm/launcher/state"
 	"golang.org/x/crypto/ssh"
@@ -34,10 +35,8 @@ const (
 	defaultGCRoots = "/nix/var/nix/gcroots/microvm"
 )
 
-// readyPoll is how often `up` tries a guest's SSH while it boots.
-const readyPoll = 500 * time.Millisecond
-
-// remote runs the VMs on a NixOS hypervisor over SSH.
+// remote runs the VMs on a NixOS hypervisor over SSH; systemd there runs
+// each as microvm@NAME.
 type remote struct {
 	*common
 	dest dest
@@ -271,7 +270,7 @@ func writeTar(w io.Writer, root string) error {
 			return err
 		}
 		rel, _ := filepath.Rel(root, p)
-		if d.IsDir() && (d.Name() == ".git" || d.Name() == state.DirName || d.Name() == "result") && rel != "." {
+		if d.IsDir() && (d.Name() == ".git" || d.Name() == state.LegacyDirName || d.Name() == "result") && rel != "." {
 			return filepath.SkipDir
 		}
 		if rel == "." {
@@ -313,227 +312,200 @@ func writeTar(w io.Writer, root string) error {
 	return tw.Close()
 }
 
-// Build implements backend.Backend: sync, then build every runner on the
-// hypervisor without touching the VMs.
-func (r *remote) Build(ctx context.Context, opts backend.BuildOptions) error {
-	if err := r.sync(ctx); err != nil {
-		return err
+var (
+	_ machine.Driver       = (*remote)(nil)
+	_ machine.Preparer     = (*remote)(nil)
+	_ machine.Updater      = (*remote)(nil)
+	_ machine.LogStreamer  = (*remote)(nil)
+	_ machine.Rollbacker   = (*remote)(nil)
+	_ machine.Runner       = (*remote)(nil)
+	_ machine.Describer    = (*remote)(nil)
+	_ machine.AuthKeyFiles = (*remote)(nil)
+	_ machine.Closer       = (*remote)(nil)
+)
+
+// Identity implements machine.Driver: the hypervisor's systemd runs the VM,
+// not a process of this host.
+func (r *remote) Identity(m *machine.Machine) (string, string) { return "", "" }
+
+// UpdatesRunning implements machine.Updater: `up` deploys to running VMs
+// and restarts those whose runner changed, as the seed's `microvm -Ru`.
+func (r *remote) UpdatesRunning() bool { return true }
+
+// info queries the hypervisor about one machine.
+func (r *remote) info(ctx context.Context, m *machine.Machine) (vmInfo, error) {
+	in, err := r.infos(ctx, []string{m.Name})
+	if err != nil {
+		return vmInfo{}, err
 	}
+	return in[m.Name], nil
+}
+
+// Probe implements machine.Driver: the unit's state on the hypervisor.
+func (r *remote) Probe(ctx context.Context, m *machine.Machine, rec *machine.Record) machine.Verdict {
+	in, err := r.info(ctx, m)
+	if err != nil {
+		return machine.Verdict{State: backend.Broken, Reason: err.Error()}
+	}
+	switch in.Active {
+	case "active", "activating", "reloading":
+		return machine.Verdict{State: backend.Running}
+	case "failed":
+		return machine.Verdict{State: backend.Broken, Reason: unit(r.hvName(m.Name)) + " failed: `devvm logs " + m.Name + "` shows why"}
+	case "deactivating":
+		return machine.Verdict{State: backend.Broken, Reason: unit(r.hvName(m.Name)) + " is stopping"}
+	}
+	return machine.Verdict{State: backend.Stopped, Reason: classify(in, m.Name).Reason}
+}
+
+// Preflight implements machine.Driver.
+func (r *remote) Preflight(ctx context.Context, m *machine.Machine) error { return nil }
+
+// Prepare implements machine.Preparer: bring the hypervisor's checkout up to
+// date once per command.
+func (r *remote) Prepare(ctx context.Context, ms []*machine.Machine) error { return r.sync(ctx) }
+
+// Build implements machine.Driver: create the VM on the hypervisor
+// (`microvm -c`) or update it (`microvm -u`), keeping the runner it replaces
+// as old with its own GC root.
+func (r *remote) Build(ctx context.Context, m *machine.Machine, prev *machine.Build, opts backend.BuildOptions) (*machine.Build, error) {
 	flake, err := r.flakeRef()
 	if err != nil {
-		return err
+		return nil, err
 	}
-	for _, n := range r.names {
-		cmd := "nix build --no-link --print-out-paths " + shq(flake+"#nixosConfigurations."+r.hvName(n)+".config.microvm.declaredRunner")
+	before, err := r.info(ctx, m)
+	if err != nil {
+		return nil, err
+	}
+	hv := r.hvName(m.Name)
+	if !before.Exists {
+		if _, err := r.exec(ctx, "microvm -c "+shq(hv)+" -f "+shq(flake), nil, true); err != nil {
+			return nil, fmt.Errorf("%w\nhint: check that the flake at %s on the hypervisor defines nixosConfigurations.%s", err, flake, hv)
+		}
+	} else if _, err := r.exec(ctx, "microvm -u "+shq(hv), nil, true); err != nil {
+		return nil, err
+	}
+	now, err := r.info(ctx, m)
+	if err != nil {
+		return nil, err
+	}
+	if before.Current != "" && now.Current != before.Current {
+		dir := r.vmDir(m.Name)
+		cmd := fmt.Sprintf("ln -sfn %s %s && ln -sfn %s %s", shq(before.Current), shq(dir+"/old"), shq(dir+"/old"), shq(path.Join(r.gcRoots, "old-"+hv)))
 		if _, err := r.exec(ctx, cmd, nil, true); err != nil {
-			return err
+			return nil, err
 		}
 	}
+	if prev != nil && prev.Artifact == now.Current {
+		return prev, nil
+	}
+	return &machine.Build{Key: path.Base(now.Current), Artifact: now.Current, Root: r.vmDir(m.Name) + "/current",
+		BuiltAt: r.env.Now(), Changed: now.Current != before.Current}, nil
+}
+
+// Start implements machine.Driver: systemctl start, then check that systemd
+// really runs it (a start skipped by the unit's ConditionPathExists
+// succeeds and leaves the unit inactive).
+func (r *remote) Start(ctx context.Context, m *machine.Machine, b *machine.Build, fg bool) (*machine.Record, error) {
+	if fg {
+		return nil, fmt.Errorf("microvm.nix VMs on a hypervisor run under systemd; `devvm run %s` runs one in the foreground (microvm -r)", m.Name)
+	}
+	hv := r.hvName(m.Name)
+	if _, err := r.exec(ctx, "systemctl start "+unit(hv), nil, true); err != nil {
+		return nil, err
+	}
+	in, err := r.info(ctx, m)
+	if err != nil {
+		return nil, err
+	}
+	if in.Active != "active" {
+		run := r.vmDir(m.Name) + "/current/bin/microvm-run"
+		if _, err := r.exec(ctx, "test -x "+shq(run), nil, false); err != nil {
+			return nil, fmt.Errorf("systemd skipped the start of %s (VM %q): its ConditionPathExists=%s is not met, so `systemctl start` succeeded without starting anything; the runner has no bin/microvm-run (check the VM's microvm.hypervisor, or rebuild with `devvm up %s`)", unit(hv), m.Name, run, m.Name)
+		}
+		return nil, fmt.Errorf("%s (VM %q) is %s after its start; `devvm logs %s` (journalctl -u %s) shows why", unit(hv), m.Name, in.Active, m.Name, unit(hv))
+	}
+	mm := r.machine(m.Name)
+	return &machine.Record{SSHHost: mm.Address, SSHPort: mm.Port, BuildKey: b.Key, Artifact: b.Artifact, Started: r.env.Now()}, nil
+}
+
+// Outdated implements machine.Driver: systemd booted another runner than
+// the current one.
+func (r *remote) Outdated(ctx context.Context, m *machine.Machine, rec *machine.Record) string {
+	in, err := r.info(ctx, m)
+	if err != nil || in.Booted == "" || in.Booted == in.Current {
+		return ""
+	}
+	return fmt.Sprintf("booted %s but current is %s", path.Base(in.Booted), path.Base(in.Current))
+}
+
+// Stops implements machine.Driver: `systemctl stop`, which runs the VM's
+// microvm-shutdown.
+func (r *remote) Stops(m *machine.Machine, rec *machine.Record) []machine.Stop {
+	return []machine.Stop{{Name: "systemctl stop " + unit(r.hvName(m.Name)), Do: func(ctx context.Context) error {
+		_, err := r.exec(ctx, "systemctl stop "+unit(r.hvName(m.Name)), nil, true)
+		return err
+	}}}
+}
+
+// Clean implements machine.Driver: the VM's directory and GC roots on the
+// hypervisor.
+func (r *remote) Clean(ctx context.Context, m *machine.Machine) error {
+	hv := r.hvName(m.Name)
+	var roots []string
+	for _, p := range []string{hv, "booted-" + hv, "old-" + hv} {
+		roots = append(roots, shq(path.Join(r.gcRoots, p)))
+	}
+	if _, err := r.exec(ctx, "rm -rf "+shq(r.vmDir(m.Name))+" "+strings.Join(roots, " "), nil, true); err != nil {
+		return err
+	}
+	r.ui.Printf("VM %q: %s and its GC roots are gone from %s", m.Name, r.vmDir(m.Name), r.dest.Host)
 	return nil
 }
 
-// Up implements backend.Backend (`devvm up` / `devvm deploy`).
-func (r *remote) Up(ctx context.Context, names []string, opts backend.UpOptions) error {
-	names, err := r.pick(names)
-	if err != nil {
-		return err
+// Describe implements machine.Describer.
+func (r *remote) Describe(m *machine.Machine, rec *machine.Record, s *backend.Status) {
+	mm := r.machine(m.Name)
+	s.SSH = hostPort(mm.Address, mm.Port)
+	if !mm.Routed {
+		s.SSH += " via " + r.dest.Host
 	}
-	if opts.Foreground {
-		return fmt.Errorf("microvm.nix VMs on a hypervisor run under systemd; `devvm run NAME` runs one in the foreground (microvm -r)")
-	}
-	unlock, err := r.lock(names, "devvm up")
-	if err != nil {
-		return err
-	}
-	defer unlock()
-	if err := r.sync(ctx); err != nil {
-		return err
-	}
-	flake, err := r.flakeRef()
-	if err != nil {
-		return err
-	}
-	before, err := r.infos(ctx, names)
-	if err != nil {
-		return err
-	}
-	var restarted, started, unchanged []string
-	for _, n := range names {
-		hv, in := r.hvName(n), before[n]
-		if !in.Exists {
-			if _, err := r.exec(ctx, "microvm -c "+shq(hv)+" -f "+shq(flake), nil, true); err != nil {
-				return fmt.Errorf("%w\nhint: check that the flake at %s on the hypervisor defines nixosConfigurations.%s", err, flake, hv)
-			}
-		} else {
-			if _, err := r.exec(ctx, "microvm -u "+shq(hv), nil, true); err != nil {
-				return err
-			}
-		}
-		after, err := r.infos(ctx, []string{n})
-		if err != nil {
-			return err
-		}
-		now := after[n]
-		if in.Current != "" && now.Current != in.Current {
-			dir := r.vmDir(n)
-			cmd := fmt.Sprintf("ln -sfn %s %s && ln -sfn %s %s", shq(in.Current), shq(dir+"/old"), shq(dir+"/old"), shq(path.Join(r.gcRoots, "old-"+hv)))
-			if _, err := r.exec(ctx, cmd, nil, true); err != nil {
-				return err
-			}
-		}
-		switch {
-		case now.Active != "active":
-			if _, err := r.exec(ctx, "systemctl start "+unit(hv), nil, true); err != nil {
-				return err
-			}
-			started = append(started, n)
-		case now.Booted != now.Current:
-			r.stopShares(ctx, n)
-			if _, err := r.exec(ctx, "systemctl restart "+unit(hv), nil, true); err != nil {
-				return err
-			}
-			restarted = append(restarted, n)
-		default:
-			unchanged = append(unchanged, n)
-		}
-	}
-	if err := r.verifyActive(ctx, append(append([]string{}, started...), restarted...)); err != nil {
-		return err
-	}
-	r.ui.Printf("deployed: restarted %s; started %s; unchanged %s", list(restarted), list(started), list(unchanged))
-	fresh := map[string]bool{}
-	for _, n := range append(append([]string{}, started...), restarted...) {
-		fresh[n] = true
-	}
-	return r.waitAll(ctx, names, fresh, opts.Timeout)
-}
-
-func list(names []string) string {
-	if len(names) == 0 {
-		return "none"
-	}
-	return strings.Join(names, ", ")
-}
-
-// verifyActive checks that systemd really runs each VM after a start: a start
-// skipped by the unit's ConditionPathExists returns success and leaves the
-// unit inactive.
-func (r *remote) verifyActive(ctx context.Context, names []string) error {
-	if len(names) == 0 {
-		return nil
-	}
-	infos, err := r.infos(ctx, names)
-	if err != nil {
-		return err
-	}
-	var errs []error
-	for _, n := range names {
-		in := infos[n]
-		if in.Active == "active" {
-			continue
-		}
-		hv := r.hvName(n)
-		run := r.vmDir(n) + "/current/bin/microvm-run"
-		if _, err := r.exec(ctx, "test -x "+shq(run), nil, false); err != nil {
-			errs = append(errs, fmt.Errorf("systemd skipped the start of %s (VM %q): its ConditionPathExists=%s is not met, so `systemctl start` succeeded without starting anything; the runner has no bin/microvm-run (check the VM's microvm.hypervisor, or rebuild with `devvm up %s`)", unit(hv), n, run, n))
-			continue
-		}
-		errs = append(errs, fmt.Errorf("%s (VM %q) is %s after its start; `devvm logs %s` (journalctl -u %s) shows why", unit(hv), n, in.Active, n, unit(hv)))
-	}
-	return errors.Join(errs...)
-}
-
-// waitAll waits for the SSH of every machine in parallel. fresh machines were
-// just booted: their host key is pinned anew; the others are verified
-// against the pinned key (pinned now if there is none yet).
-func (r *remote) waitAll(ctx context.Context, names []string, fresh map[string]bool, timeout time.Duration) error {
-	if timeout <= 0 {
-		timeout = r.vf.BootTimeout.D()
-	}
-	var wg sync.WaitGroup
-	errs := make([]error, len(names))
-	for i, n := range names {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			errs[i] = r.waitReady(ctx, n, fresh[n], timeout)
-		}()
-	}
-	wg.Wait()
-	return errors.Join(errs...)
-}
-
-func (r *remote) waitReady(ctx context.Context, name string, fresh bool, timeout time.Duration) error {
-	t, err := r.target(name)
-	if err != nil {
-		return err
-	}
-	v := r.vm(name)
-	if err := os.MkdirAll(v.Dir(), 0o755); err != nil {
-		return err
-	}
-	_, statErr := os.Stat(t.KnownHosts)
-	pin := fresh || statErr != nil
-	via := "through " + r.dest.Host
-	if r.machine(name).Routed {
-		via = "directly (routed)"
-	}
-	r.ui.Printf("waiting for SSH of %s on %s %s", name, t.Addr, via)
-	wctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	start := r.env.Now()
-	c, err := sshx.WaitReady(wctx, *t, readyPoll, pin)
-	if err != nil {
-		return fmt.Errorf("VM %q did not accept SSH on %s within %s: %w\nhint: `devvm logs %s` shows its console (journalctl -u %s)", name, t.Addr, timeout, err, name, unit(r.hvName(name)))
-	}
-	c.Close()
-	text, err := r.sshConfigText(name)
-	if err != nil {
-		return err
-	}
-	if err := state.WriteFileAtomic(v.SSHConfig(), []byte(text), 0o644); err != nil {
-		return err
-	}
-	r.register(name)
-	r.ui.Printf("VM %q is ready after %.1fs: `devvm ssh %s` (or ssh -F %s %s)", name, r.env.Now().Sub(start).Seconds(), name, v.SSHConfig(), alias(name))
-	var authKeys []string
-	if len(t.Auth) > 0 {
-		authKeys = []string{r.hvT.Key.PrivatePath}
-	}
-	return r.startShares(ctx, name, t, authKeys)
 }
 
 // target is how devvm reaches a guest: through the hypervisor as jump host,
 // or directly when the Vmfile says its address is routed.
-func (r *remote) target(name string) (*sshx.Target, error) {
-	m := r.machine(name)
+func (r *remote) Target(m *machine.Machine, rec *machine.Record) (*sshx.Target, error) {
+	mm := r.machine(m.Name)
 	k, err := r.userKey()
 	if err != nil {
 		return nil, err
 	}
-	t := &sshx.Target{Addr: hostPort(m.Address, m.Port), User: m.User, Key: k, UseAgent: true,
-		KnownHosts: r.vm(name).KnownHosts(), HostKeyAlias: alias(name), AgentForward: r.vf.SSH.ForwardAgent,
+	t := &sshx.Target{Addr: hostPort(mm.Address, mm.Port), User: mm.User, Key: k, UseAgent: true,
+		KnownHosts: m.VM.KnownHosts(), HostKeyAlias: sshx.HostAlias(m.Name), AgentForward: r.vf.SSH.ForwardAgent,
 		HandshakeTimeout: 10 * time.Second}
 	if r.hvT.Key != nil && r.hvT.Key != k {
 		t.Auth = []ssh.AuthMethod{ssh.PublicKeys(r.hvT.Key.Signer)}
 	}
-	if !m.Routed {
+	if !mm.Routed {
 		j := *r.hvT
 		t.Jump = &j
 	}
 	return t, nil
 }
 
-func hostPort(host string, port int) string {
-	return fmt.Sprintf("%s:%d", strings.Trim(host, "[]"), port)
+// AuthKeyFiles implements machine.AuthKeyFiles: the hypervisor's key,
+// offered to guests that authorize only their owners' keys.
+func (r *remote) AuthKeyFiles(m *machine.Machine) []string {
+	if r.hvT.Key != nil {
+		if k, err := r.userKey(); err == nil && r.hvT.Key != k {
+			return []string{r.hvT.Key.PrivatePath}
+		}
+	}
+	return nil
 }
 
-// SSHTarget implements backend.Backend.
-func (r *remote) SSHTarget(ctx context.Context, name string) (*sshx.Target, error) {
-	if _, err := r.pick([]string{name}); err != nil {
-		return nil, err
-	}
-	return r.target(name)
+func hostPort(host string, port int) string {
+	return fmt.Sprintf("%s:%d", strings.Trim(host, "[]"), port)
 }
 
 // hvHost is the ssh_config Host of the hypervisor.
@@ -542,18 +514,20 @@ func (r *remote) hvHost() string {
 	return "devvm-hypervisor-" + h
 }
 
-func (r *remote) sshConfigText(name string) (string, error) {
+// SSHConfig implements machine.Driver: the guest's stanza with a ProxyJump
+// through the hypervisor's stanza (or alone when routed).
+func (r *remote) SSHConfig(m *machine.Machine, rec *machine.Record) (string, error) {
 	k, err := r.userKey()
 	if err != nil {
 		return "", err
 	}
-	m := r.machine(name)
+	mm := r.machine(m.Name)
 	guest := sshx.ConfigOptions{
-		Host: alias(name), HostName: m.Address, Port: fmt.Sprint(m.Port), User: m.User,
-		IdentityFile: k.PrivatePath, KnownHosts: r.vm(name).KnownHosts(), HostKeyAlias: alias(name),
+		Host: sshx.HostAlias(m.Name), HostName: mm.Address, Port: fmt.Sprint(mm.Port), User: mm.User,
+		IdentityFile: k.PrivatePath, KnownHosts: m.VM.KnownHosts(), HostKeyAlias: sshx.HostAlias(m.Name),
 		ForwardAgent: r.vf.SSH.ForwardAgent,
 	}
-	if m.Routed {
+	if mm.Routed {
 		return sshx.SSHConfig(guest)
 	}
 	guest.ProxyJump = r.hvHost()
@@ -572,202 +546,35 @@ func (r *remote) sshConfigText(name string) (string, error) {
 	return g + "\n" + h, nil
 }
 
-// SSHConfig implements backend.Backend: the guest's stanza with a ProxyJump
-// through the hypervisor's stanza (or alone when routed).
-func (r *remote) SSHConfig(ctx context.Context, name string) (string, error) {
-	if _, err := r.pick([]string{name}); err != nil {
-		return "", err
-	}
-	return r.sshConfigText(name)
-}
-
-// Status implements backend.Backend.
-func (r *remote) Status(ctx context.Context, names []string) ([]backend.Status, error) {
-	names, err := r.pick(names)
+// Rollback implements machine.Rollbacker: the current runner points back at
+// the previous one (kept as old by devvm's updates), which is kept as old.
+func (r *remote) Rollback(ctx context.Context, m *machine.Machine) (*machine.Build, error) {
+	in, err := r.info(ctx, m)
 	if err != nil {
 		return nil, err
 	}
-	infos, err := r.infos(ctx, names)
-	if err != nil {
+	switch {
+	case !in.Exists:
+		return nil, fmt.Errorf("VM %q does not exist on the hypervisor: nothing to roll back", m.Name)
+	case in.Old == "":
+		return nil, fmt.Errorf("VM %q has no previous runner (%s/old): devvm records one when an update changes the runner, so there is nothing to roll back to", m.Name, r.vmDir(m.Name))
+	case in.Current == "":
+		return nil, fmt.Errorf("VM %q has no current runner (%s/current is missing)", m.Name, r.vmDir(m.Name))
+	}
+	dir := r.vmDir(m.Name)
+	cmd := fmt.Sprintf("ln -sfn %s %s && ln -sfn %s %s", shq(in.Old), shq(dir+"/current"), shq(in.Current), shq(dir+"/old"))
+	if _, err := r.exec(ctx, cmd, nil, true); err != nil {
 		return nil, err
 	}
-	var out []backend.Status
-	for _, n := range names {
-		s := classify(infos[n], n)
-		m := r.machine(n)
-		s.SSH = hostPort(m.Address, m.Port)
-		if !m.Routed {
-			s.SSH += " via " + r.dest.Host
-		}
-		s.Checkout = r.vf.Dir
-		if s.State == backend.Running || s.State == backend.Outdated {
-			s.Shares = r.shareStatus(n)
-		}
-		out = append(out, s)
-	}
-	return out, nil
+	r.ui.Printf("VM %q: current runner is now %s (was %s, kept as old)", m.Name, path.Base(in.Old), path.Base(in.Current))
+	return &machine.Build{Key: path.Base(in.Old), Artifact: in.Old, Root: dir + "/current", BuiltAt: r.env.Now()}, nil
 }
 
-// Halt implements backend.Backend: systemctl stop, then check that the unit is
-// no longer active.
-func (r *remote) Halt(ctx context.Context, names []string, opts backend.HaltOptions) error {
-	names, err := r.pick(names)
-	if err != nil {
-		return err
-	}
-	unlock, err := r.lock(names, "devvm halt")
-	if err != nil {
-		return err
-	}
-	defer unlock()
-	if opts.Timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, opts.Timeout)
-		defer cancel()
-	}
-	return r.stop(ctx, names)
-}
-
-func (r *remote) stop(ctx context.Context, names []string) error {
-	for _, n := range names {
-		start := r.env.Now()
-		// Share servers unmount in the guest while it still runs.
-		r.stopShares(ctx, n)
-		if _, err := r.exec(ctx, "systemctl stop "+unit(r.hvName(n)), nil, true); err != nil {
-			return err
-		}
-		in, err := r.infos(ctx, []string{n})
-		if err != nil {
-			return err
-		}
-		if in[n].Active == "active" || in[n].Active == "deactivating" {
-			return fmt.Errorf("%s (VM %q) is still %s after `systemctl stop`; look at `devvm logs %s`", unit(r.hvName(n)), n, in[n].Active, n)
-		}
-		r.ui.Printf("VM %q halted in %.1fs", n, r.env.Now().Sub(start).Seconds())
-	}
-	return nil
-}
-
-// Restart restarts VMs with systemd, checks that they run and waits for SSH.
-func (r *remote) Restart(ctx context.Context, names []string) error {
-	names, err := r.pick(names)
-	if err != nil {
-		return err
-	}
-	unlock, err := r.lock(names, "devvm restart")
-	if err != nil {
-		return err
-	}
-	defer unlock()
-	return r.restart(ctx, names)
-}
-
-func (r *remote) restart(ctx context.Context, names []string) error {
-	units := make([]string, len(names))
-	fresh := map[string]bool{}
-	for i, n := range names {
-		units[i] = unit(r.hvName(n))
-		fresh[n] = true
-		r.stopShares(ctx, n)
-	}
-	if _, err := r.exec(ctx, "systemctl restart "+strings.Join(units, " "), nil, true); err != nil {
-		return err
-	}
-	if err := r.verifyActive(ctx, names); err != nil {
-		return err
-	}
-	return r.waitAll(ctx, names, fresh, 0)
-}
-
-// Rollback points each VM's current runner back at the previous one (kept as
-// `old` by devvm's updates), keeps the one it replaces as `old`, restarts and
-// waits for SSH.
-func (r *remote) Rollback(ctx context.Context, names []string) error {
-	names, err := r.pick(names)
-	if err != nil {
-		return err
-	}
-	unlock, err := r.lock(names, "devvm rollback")
-	if err != nil {
-		return err
-	}
-	defer unlock()
-	infos, err := r.infos(ctx, names)
-	if err != nil {
-		return err
-	}
-	for _, n := range names {
-		in := infos[n]
-		switch {
-		case !in.Exists:
-			return fmt.Errorf("VM %q does not exist on the hypervisor: nothing to roll back", n)
-		case in.Old == "":
-			return fmt.Errorf("VM %q has no previous runner (%s/old): devvm records one when an update changes the runner, so there is nothing to roll back to", n, r.vmDir(n))
-		case in.Current == "":
-			return fmt.Errorf("VM %q has no current runner (%s/current is missing)", n, r.vmDir(n))
-		}
-		dir := r.vmDir(n)
-		cmd := fmt.Sprintf("ln -sfn %s %s && ln -sfn %s %s", shq(in.Old), shq(dir+"/current"), shq(in.Current), shq(dir+"/old"))
-		if _, err := r.exec(ctx, cmd, nil, true); err != nil {
-			return err
-		}
-		r.ui.Printf("VM %q: current runner is now %s (was %s, kept as old)", n, path.Base(in.Old), path.Base(in.Current))
-	}
-	return r.restart(ctx, names)
-}
-
-// Destroy implements backend.Backend: stop, remove the VM's directory and
-// gcroots on the hypervisor, and devvm's local state.
-func (r *remote) Destroy(ctx context.Context, names []string, opts backend.DestroyOptions) error {
-	names, err := r.pick(names)
-	if err != nil {
-		return err
-	}
-	unlock, err := r.lock(names, "devvm destroy")
-	if err != nil {
-		return err
-	}
-	defer unlock()
-	if _, err := r.client(ctx); err != nil {
-		return err
-	}
-	if !opts.Force && r.ui.In != nil {
-		if !r.confirm(fmt.Sprintf("destroy %s on %s (stop them and delete their state under %s)?", strings.Join(names, ", "), r.dest.Host, r.stateDir)) {
-			return fmt.Errorf("not destroyed")
-		}
-	}
-	if err := r.stop(ctx, names); err != nil {
-		return fmt.Errorf("%v\nnothing was deleted", err)
-	}
-	for _, n := range names {
-		hv := r.hvName(n)
-		var roots []string
-		for _, p := range []string{hv, "booted-" + hv, "old-" + hv} {
-			roots = append(roots, shq(path.Join(r.gcRoots, p)))
-		}
-		if _, err := r.exec(ctx, "rm -rf "+shq(r.vmDir(n))+" "+strings.Join(roots, " "), nil, true); err != nil {
-			return err
-		}
-		if err := r.forgetLocal(n); err != nil {
-			return err
-		}
-		r.ui.Printf("VM %q destroyed: %s and its GC roots are gone", n, r.vmDir(n))
-	}
-	if opts.GC {
-		out, err := r.exec(ctx, "nix-collect-garbage", nil, false)
-		if err != nil {
-			return err
-		}
-		r.ui.Printf("nix-collect-garbage freed %s", backend.HumanBytes(parseFreed(out)))
-	}
-	return nil
-}
-
-// GC implements backend.Backend: remove gcroots under the microvm gcroots
+// GC implements machine.Driver: remove gcroots under the microvm gcroots
 // directory whose VM directory is gone (left by a VM removed by hand), then
 // run nix-collect-garbage on the hypervisor. Runners of existing VMs
 // (current, booted, old) are kept.
-func (r *remote) GC(ctx context.Context, opts backend.GCOptions) (*backend.GCReport, error) {
+func (r *remote) GC(ctx context.Context, ts []machine.GCTarget, opts backend.GCOptions) (*backend.GCReport, error) {
 	if _, err := r.client(ctx); err != nil {
 		return nil, err
 	}
@@ -808,16 +615,13 @@ func (r *remote) GC(ctx context.Context, opts backend.GCOptions) (*backend.GCRep
 	return rep, nil
 }
 
-// Logs implements backend.Backend: the unit's journal, streamed.
-func (r *remote) Logs(ctx context.Context, name string, opts backend.LogOptions, w io.Writer) error {
-	if _, err := r.pick([]string{name}); err != nil {
-		return err
-	}
+// StreamLogs implements machine.LogStreamer: the unit's journal, streamed.
+func (r *remote) StreamLogs(ctx context.Context, m *machine.Machine, opts backend.LogOptions, w io.Writer) error {
 	c, err := r.client(ctx)
 	if err != nil {
 		return err
 	}
-	cmd := "journalctl -u " + unit(r.hvName(name)) + " --no-pager"
+	cmd := "journalctl -u " + unit(r.hvName(m.Name)) + " --no-pager"
 	if opts.Lines > 0 {
 		cmd += fmt.Sprintf(" -n %d", opts.Lines)
 	}
@@ -839,32 +643,23 @@ func (r *remote) Logs(ctx context.Context, name string, opts backend.LogOptions,
 	return nil
 }
 
-// Console implements backend.Backend: microvm.nix VMs have no attachable console.
-func (r *remote) Console(ctx context.Context, name string, in *os.File, out io.Writer) error {
-	return fmt.Errorf("microvm.nix VMs have no attachable serial console (microvm-console was removed in microvm.nix 0.4.0): `devvm logs %s -f` follows the console output, `devvm run %s` runs the VM in the foreground", name, name)
-}
-
-// Run runs `microvm -r NAME` on the hypervisor in the foreground on this
-// terminal (a pty when stdin is one). The VM must not be running under
-// systemd: a second hypervisor would fight over its sockets, tap and disks.
-func (r *remote) Run(ctx context.Context, name string) error {
-	if _, err := r.pick([]string{name}); err != nil {
-		return err
-	}
-	infos, err := r.infos(ctx, []string{name})
+// Run implements machine.Runner: `microvm -r NAME` on the hypervisor in the
+// foreground on this terminal (a pty when stdin is one). The lifecycle has
+// checked that systemd does not run it: a second hypervisor would fight over
+// its sockets, tap and disks.
+func (r *remote) Run(ctx context.Context, m *machine.Machine) error {
+	in, err := r.info(ctx, m)
 	if err != nil {
 		return err
 	}
-	if in := infos[name]; !in.Exists {
-		return fmt.Errorf("VM %q does not exist on the hypervisor: `devvm up %s` creates it", name, name)
-	} else if in.Active == "active" || in.Active == "activating" {
-		return fmt.Errorf("VM %q is running under systemd (%s): `devvm halt %s` first; microvm -r would start a second hypervisor on the same sockets and disks", name, unit(r.hvName(name)), name)
+	if !in.Exists {
+		return fmt.Errorf("VM %q does not exist on the hypervisor: `devvm up %s` creates it", m.Name, m.Name)
 	}
 	c, err := r.client(ctx)
 	if err != nil {
 		return err
 	}
-	cmd := "microvm -r " + shq(r.hvName(name))
+	cmd := "microvm -r " + shq(r.hvName(m.Name))
 	r.ui.Printf("%s$ %s   (the VM stops when this command ends)", r.dest.Host, cmd)
 	code, err := c.Interactive(ctx, sshx.InteractiveOptions{Command: cmd, Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr})
 	if err != nil {

@@ -385,11 +385,11 @@ func Signal(id Identity, sig syscall.Signal) error {
 	return nil
 }
 
-// WaitGone polls Check every poll until the process is no longer Alive: it
-// returns nil once the verdict is Gone or Foreign (a foreign process at the
-// pid means ours is gone). A zombie counts as Gone, so if the process is the
-// caller's child the caller must still reap it (cmd.Wait). On ctx's end it
-// returns an error with the last verdict.
+// WaitGone polls every poll until the process is no longer ours (Ours): a
+// pid that still runs with the recorded start time and marker is waited for
+// even when it lost its pidfile lock (QEMU shutting down). A zombie counts as exited, so if the
+// process is the caller's child the caller must still reap it (cmd.Wait).
+// On ctx's end it returns an error with the last verdict.
 func WaitGone(ctx context.Context, id Identity, poll time.Duration) error {
 	if poll <= 0 {
 		poll = 100 * time.Millisecond
@@ -397,13 +397,12 @@ func WaitGone(ctx context.Context, id Identity, poll time.Duration) error {
 	t := time.NewTicker(poll)
 	defer t.Stop()
 	for {
-		v := Check(id)
-		if v.State == Gone || v.State == Foreign {
+		if !Ours(id) {
 			return nil
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("waiting for pid %d to exit: %w (last check: %s)", id.PID, ctx.Err(), v)
+			return fmt.Errorf("waiting for pid %d to exit: %w (last check: %s)", id.PID, ctx.Err(), Check(id))
 		case <-t.C:
 		}
 	}
@@ -455,4 +454,52 @@ func Usage(pid int) (cpuPercent float64, rssBytes uint64, err error) {
 		return 0, 0, fmt.Errorf("reading CPU use of pid %d: %w", pid, err)
 	}
 	return cpu, mem.RSS, nil
+}
+
+// Exited tells whether the process id recorded has ended: its pid no longer
+// exists, is a zombie, or is now another process (another start time, or
+// the host rebooted). Unlike Check it ignores the marker and the pidfile
+// lock: QEMU drops its pidfile lock while it shuts down, and a process that
+// still runs with its start time is the one devvm started until it is gone.
+func Exited(id Identity) bool {
+	if id.PID <= 0 {
+		return true
+	}
+	if boot, err := readBootID(); err == nil && id.BootID != "" && boot != id.BootID {
+		return true
+	}
+	if err := unix.Kill(id.PID, 0); errors.Is(err, unix.ESRCH) {
+		return true
+	}
+	p, err := process.NewProcess(int32(id.PID))
+	if errors.Is(err, process.ErrorProcessNotRunning) {
+		return true
+	}
+	if err == nil && zombie(p) {
+		return true
+	}
+	if id.StartTicks != 0 {
+		ticks, err := startTicks(id.PID)
+		if errors.Is(err, os.ErrNotExist) {
+			return true
+		}
+		return err == nil && ticks != id.StartTicks
+	}
+	start, err := p.CreateTime()
+	return err == nil && start != id.StartTime
+}
+
+// Ours tells whether the process id recorded still runs as that process:
+// the same start time and the marker in its command line, whatever its
+// pidfile lock says (QEMU drops the lock while it shuts down).
+func Ours(id Identity) bool {
+	if Exited(id) || id.Marker == "" {
+		return false
+	}
+	p, err := process.NewProcess(int32(id.PID))
+	if err != nil {
+		return false
+	}
+	args, err := p.CmdlineSlice()
+	return err == nil && hasMarker(args, id.Marker)
 }

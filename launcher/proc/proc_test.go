@@ -433,3 +433,34 @@ func TestGroupRunning(t *testing.T) {
 		t.Fatalf("the killed sleep was reaped already (%v): the zombie case was not tested", err)
 	}
 }
+
+// TestExitedIgnoresLostPidfile: a process that lost its pidfile lock (QEMU
+// shutting down) is Foreign to Check but has not exited, and is still ours;
+// once it exits, Exited says so; a live process without the marker is not ours.
+func TestExitedIgnoresLostPidfile(t *testing.T) {
+	cmd := exec.Command("sh", "-c", "sleep 30; :", "devvm-marker-x")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	id, err := Capture(cmd.Process.Pid, "devvm-marker-x", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	id.Pidfile = filepath.Join(t.TempDir(), "qemu.pid") // never locked: the lock is gone
+	if v := Check(id); v.State != Foreign {
+		t.Fatalf("Check with a lost pidfile lock: %v", v)
+	}
+	if Exited(id) || !Ours(id) {
+		t.Fatalf("a running process that lost its pidfile lock: Exited %v, Ours %v", Exited(id), Ours(id))
+	}
+	other := id
+	other.Marker = "devvm-marker-other"
+	if Ours(other) {
+		t.Errorf("a process without the marker counts as ours")
+	}
+	cmd.Process.Kill()
+	cmd.Wait()
+	if !Exited(id) || Ours(id) {
+		t.Errorf("after exit: Exited %v, Ours %v", Exited(id), Ours(id))
+	}
+}

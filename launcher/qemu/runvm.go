@@ -191,3 +191,10 @@ func unquote(w string) string {
 	}
 	return b.String()
 }
+
+// IsStoreItem reports whether p is an item directly in a store
+// (<store>/<hash>-<name>) whose name ends with suffix.
+func IsStoreItem(p, suffix string) bool {
+	dir := storeDirOf(p)
+	return dir != "" && filepath.Dir(p) == dir && strings.HasSuffix(p, suffix)
+}

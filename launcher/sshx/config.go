@@ -119,3 +119,7 @@ func configValue(v string, path bool) (string, error) {
 	}
 	return v, nil
 }
+
+// HostAlias is the name a VM's host key is pinned under and its ssh_config
+// Host ("devvm-<name>").
+func HostAlias(name string) string { return "devvm-" + name }

@@ -18,16 +18,16 @@ var ErrBusy = errors.New("busy")
 // Lock takes the VM's lock without waiting. what names the command for the
 // message another command will see (e.g. "devvm up").
 func (v *VM) Lock(what string) (*Lock, error) {
-	if err := os.MkdirAll(v.Dir(), 0o755); err != nil {
-		return nil, fmt.Errorf("creating state directory: %w", err)
+	if err := v.Ensure(); err != nil {
+		return nil, err
 	}
 	path := v.Path("lock")
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	f, err := OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("opening lock %s: %w", path, err)
 	}
 	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
-		holder, _ := os.ReadFile(path)
+		holder, _ := ReadFile(path, 4096)
 		f.Close()
 		if errors.Is(err, unix.EWOULDBLOCK) {
 			h := strings.TrimSpace(string(holder))

@@ -1,7 +1,6 @@
 package state
 
 import (
-	"fmt"
 	"os"
 	"path/filepath"
 	"sort"
@@ -30,10 +29,10 @@ func (r *Registry) path() string { return filepath.Join(r.dir, "registry.json") 
 
 // update runs fn on the entries under the registry lock and saves them.
 func (r *Registry) update(fn func(map[string]Entry)) error {
-	if err := os.MkdirAll(r.dir, 0o700); err != nil {
-		return fmt.Errorf("creating %s: %w", r.dir, err)
+	if err := MkdirPrivate(r.dir); err != nil {
+		return err
 	}
-	lf, err := os.OpenFile(filepath.Join(r.dir, "registry.lock"), os.O_RDWR|os.O_CREATE, 0o600)
+	lf, err := OpenFile(filepath.Join(r.dir, "registry.lock"), os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return err
 	}

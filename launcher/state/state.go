@@ -1,20 +1,29 @@
-// Package state owns devvm's files: the per-checkout state directory
-// `.devvm/` (one subdirectory per VM), the short runtime directory for
-// sockets, the per-VM command lock and the user-wide registry of VMs.
+// Package state owns devvm's files on the host. Nothing of it lives in the
+// checkout: the checkout is shared read-write into the guest, and anything
+// root in the guest can write it, so every record, key, log, disk, socket and
+// lock is kept in per-user directories the guest cannot reach (docs/dev-vm.md,
+// "What the guest can reach"):
 //
-// Layout of a checkout's .devvm/ (documented in docs/dev-vm.md):
+//	$XDG_STATE_HOME/devvm/                    (0700) Dirs.State
+//	  registry.json, registry.lock            every VM devvm started (devvm list)
+//	  checkouts/<base>-<hash>/                (0700) one checkout, keyed by its path
+//	    checkout                              the checkout's path, for people
+//	    authorized_keys                       public keys the guest config authorizes
+//	    <vm>/                                 (0700) one VM
+//	      build.json, build.log               the last build and its output
+//	      record.json                         the running VM (one schema for every backend)
+//	      qemu.pid, qemu.argv, console.log    QEMU's pidfile, command line, serial console
+//	      known_hosts, ssh_config             the guest host key pinned at this boot
+//	      disk-<key>.qcow2                    persistent overlay (persistent = true)
+//	      share-<tag>.{pid,log}               `mode = "ssh"` share servers
+//	      lock                                flock held by the command working on the VM
+//	$XDG_RUNTIME_DIR/devvm/<id>/ (or /tmp/devvm-<uid>/<id>/, 0700)   QMP and console sockets
+//	Dirs.GCRoots/<checkout>-<vm>/run-vm-<key>  GC roots, where guix-daemon can read them
 //
-//	.devvm/authorized_keys      public keys the guest config authorizes
-//	.devvm/<vm>/build.json      the last build: key, run-vm.sh, GC root
-//	.devvm/<vm>/gcroots/        GC roots of builds (run-vm-<key>)
-//	.devvm/<vm>/runtime.json    the running VM: pid identity, ports, sockets
-//	.devvm/<vm>/qemu.pid        QEMU's -pidfile (locked by QEMU while it runs)
-//	.devvm/<vm>/console.log     serial console of the current boot
-//	.devvm/<vm>/build.log       output of the last guix run
-//	.devvm/<vm>/known_hosts     the guest host key pinned at this boot
-//	.devvm/<vm>/ssh_config      OpenSSH stanza for this VM
-//	.devvm/<vm>/disk-<key>.qcow2  persistent overlay (persistent = true)
-//	.devvm/<vm>/lock            flock held by the command working on the VM
+// Every directory is created by devvm with mode 0700 and checked (owner, mode,
+// not a symbolic link) before use; every file is written through a temporary
+// file and rename(2), or opened with O_NOFOLLOW, so a link planted where devvm
+// writes is an error that names it, never a write to its target.
 package state
 
 import (
@@ -25,22 +34,37 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strings"
 )
 
-// DirName is the state directory in a checkout.
-const DirName = ".devvm"
+// LegacyDirName is the state directory devvm kept inside checkouts before
+// it moved out of the guest's reach; Migrate takes over what it holds.
+const LegacyDirName = ".devvm"
+
+// Dirs are the user's devvm directories (hostenv.Env fills them).
+type Dirs struct {
+	// State holds the registry and one directory per checkout.
+	State string
+	// Runtime holds short-lived sockets (unix socket paths are limited to
+	// 107 bytes, so it is kept short).
+	Runtime string
+	// GCRoots, when set, holds the GC roots of builds: a directory the
+	// store's daemon can read (an unprivileged guix-daemon cannot read a
+	// 0700 home, and ignores roots it cannot read). Empty: the VM directory.
+	GCRoots string
+}
 
 // VM locates one VM's files.
 type VM struct {
-	Checkout   string // absolute checkout path
-	Name       string // VM name
-	runtimeDir string // user runtime dir (hostenv.Env.RuntimeDir)
+	Checkout string // absolute checkout path
+	Name     string // VM name
+	dirs     Dirs
 }
 
-// New returns the layout of VM name in checkout; runtimeDir is the user's
-// devvm runtime directory.
-func New(checkout, name, runtimeDir string) *VM {
-	return &VM{Checkout: checkout, Name: name, runtimeDir: runtimeDir}
+// New returns the layout of VM name of the checkout at checkout.
+func New(checkout, name string, dirs Dirs) *VM {
+	return &VM{Checkout: checkout, Name: name, dirs: dirs}
 }
 
 // ID is a short stable identifier of (checkout, name), used for socket
@@ -54,10 +78,28 @@ func (v *VM) ID() string {
 // was started by devvm for this VM.
 func (v *VM) Marker() string { return "devvm-" + v.ID() }
 
-// Root is <checkout>/.devvm.
-func (v *VM) Root() string { return filepath.Join(v.Checkout, DirName) }
+var unsafeChars = regexp.MustCompile(`[^A-Za-z0-9._-]+`)
 
-// Dir is <checkout>/.devvm/<name>.
+// CheckoutKey names a checkout's directory: its base name (for people) and
+// a hash of its absolute path, so two clones never share state.
+func CheckoutKey(checkout string) string {
+	h := sha256.Sum256([]byte(checkout))
+	base := strings.Trim(unsafeChars.ReplaceAllString(filepath.Base(checkout), "_"), "._")
+	if len(base) > 32 {
+		base = base[:32]
+	}
+	if base == "" {
+		base = "checkout"
+	}
+	return base + "-" + hex.EncodeToString(h[:8])
+}
+
+// Root is the checkout's directory in the state dir.
+func (v *VM) Root() string {
+	return filepath.Join(v.dirs.State, "checkouts", CheckoutKey(v.Checkout))
+}
+
+// Dir is the VM's directory.
 func (v *VM) Dir() string { return filepath.Join(v.Root(), v.Name) }
 
 // Path returns a file in the VM's directory.
@@ -65,8 +107,7 @@ func (v *VM) Path(name string) string { return filepath.Join(v.Dir(), name) }
 
 // Well-known files.
 func (v *VM) BuildRecord() string    { return v.Path("build.json") }
-func (v *VM) RuntimeRecord() string  { return v.Path("runtime.json") }
-func (v *VM) GCRootDir() string      { return v.Path("gcroots") }
+func (v *VM) Record() string         { return v.Path("record.json") }
 func (v *VM) Pidfile() string        { return v.Path("qemu.pid") }
 func (v *VM) ConsoleLog() string     { return v.Path("console.log") }
 func (v *VM) BuildLog() string       { return v.Path("build.log") }
@@ -74,8 +115,19 @@ func (v *VM) KnownHosts() string     { return v.Path("known_hosts") }
 func (v *VM) SSHConfig() string      { return v.Path("ssh_config") }
 func (v *VM) AuthorizedKeys() string { return filepath.Join(v.Root(), "authorized_keys") }
 
+// Legacy is the VM's directory in the checkout's old .devvm/.
+func (v *VM) Legacy() string { return filepath.Join(v.Checkout, LegacyDirName, v.Name) }
+
 // Disk is the persistent overlay of the build with the given key.
 func (v *VM) Disk(key string) string { return v.Path("disk-" + short(key) + ".qcow2") }
+
+// GCRootDir holds the VM's GC roots.
+func (v *VM) GCRootDir() string {
+	if v.dirs.GCRoots == "" {
+		return v.Path("gcroots")
+	}
+	return filepath.Join(v.dirs.GCRoots, CheckoutKey(v.Checkout)+"-"+v.Name)
+}
 
 // GCRoot is the GC root of the build with the given key.
 func (v *VM) GCRoot(key string) string { return filepath.Join(v.GCRootDir(), "run-vm-"+short(key)) }
@@ -88,31 +140,63 @@ func short(key string) string {
 }
 
 // RuntimeDir is the short per-VM directory for sockets.
-func (v *VM) RuntimeDir() string { return filepath.Join(v.runtimeDir, v.ID()) }
+func (v *VM) RuntimeDir() string { return filepath.Join(v.dirs.Runtime, v.ID()) }
 
 // QMPSocket and ConsoleSocket live in RuntimeDir.
 func (v *VM) QMPSocket() string     { return filepath.Join(v.RuntimeDir(), "qmp.sock") }
 func (v *VM) ConsoleSocket() string { return filepath.Join(v.RuntimeDir(), "console.sock") }
 
-// Ensure creates the VM directory, the runtime directory (0700) and makes
-// sure .devvm is ignored by git even when init was not run.
+// Ensure creates (or checks) the private directories of the VM: the state
+// directory down to the VM's, the runtime directory and the GC root
+// directory. Each must be a directory owned by this user, not a link;
+// devvm's own are made 0700 (the GC root directory 0755: the daemon reads it).
 func (v *VM) Ensure() error {
-	if err := os.MkdirAll(v.GCRootDir(), 0o755); err != nil {
-		return fmt.Errorf("creating state directory: %w", err)
+	for _, d := range []string{v.dirs.State, filepath.Dir(v.Root()), v.Root(), v.Dir()} {
+		if err := MkdirPrivate(d); err != nil {
+			return err
+		}
 	}
-	if err := os.MkdirAll(v.RuntimeDir(), 0o700); err != nil {
-		return fmt.Errorf("creating runtime directory: %w", err)
+	if err := WriteFileIfChanged(filepath.Join(v.Root(), "checkout"), []byte(v.Checkout+"\n"), 0o600); err != nil {
+		return err
 	}
-	ign := filepath.Join(v.Root(), ".gitignore")
-	if _, err := os.Stat(ign); errors.Is(err, os.ErrNotExist) {
-		return os.WriteFile(ign, []byte("# devvm state: never commit\n*\n"), 0o644)
+	if err := EnsureRuntimeDir(v.dirs.Runtime); err != nil {
+		return err
 	}
-	return nil
+	if err := MkdirPrivate(v.RuntimeDir()); err != nil {
+		return err
+	}
+	if v.dirs.GCRoots != "" {
+		if err := mkdirOwned(v.dirs.GCRoots, 0o755); err != nil {
+			return err
+		}
+	}
+	return mkdirOwned(v.GCRootDir(), 0o755)
+}
+
+// Remove deletes the VM's directories (state, runtime, GC roots) and the
+// checkout's directory when no VM is left in it.
+func (v *VM) Remove() error {
+	for _, d := range []string{v.Dir(), v.RuntimeDir(), v.GCRootDir()} {
+		if err := os.RemoveAll(d); err != nil {
+			return fmt.Errorf("removing %s: %w", d, err)
+		}
+	}
+	ents, err := os.ReadDir(v.Root())
+	if err != nil {
+		return nil
+	}
+	for _, e := range ents {
+		if e.IsDir() {
+			return nil
+		}
+	}
+	return os.RemoveAll(v.Root())
 }
 
 // ReadJSON reads a JSON record; ok is false when the file does not exist.
+// The record must be a regular file (not a link) of at most 4 MiB.
 func ReadJSON(path string, v any) (ok bool, err error) {
-	b, err := os.ReadFile(path)
+	b, err := ReadFile(path, 4<<20)
 	if errors.Is(err, os.ErrNotExist) {
 		return false, nil
 	}
@@ -125,35 +209,12 @@ func ReadJSON(path string, v any) (ok bool, err error) {
 	return true, nil
 }
 
-// WriteJSON writes a record atomically (temp file + rename), so a crash
-// never leaves half a record.
+// WriteJSON writes a record atomically (temp file + rename), mode 0600, so a
+// crash never leaves half a record.
 func WriteJSON(path string, v any) error {
 	b, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
 		return err
 	}
-	return WriteFileAtomic(path, append(b, '\n'), 0o644)
-}
-
-// WriteFileAtomic writes data to path through a temp file and rename.
-func WriteFileAtomic(path string, data []byte, mode os.FileMode) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	_, werr := f.Write(data)
-	if cerr := f.Close(); werr == nil {
-		werr = cerr
-	}
-	if werr == nil {
-		werr = os.Chmod(tmp, mode)
-	}
-	if werr == nil {
-		werr = os.Rename(tmp, path)
-	}
-	if werr != nil {
-		os.Remove(tmp)
-	}
-	return werr
+	return WriteFileAtomic(path, append(b, '\n'), 0o600)
 }

@@ -21,7 +21,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/devvm/devvm/launcher/state"
 )
 
 var (
@@ -132,7 +131,7 @@ func newWorld(t testing.TB, name string, extraEnv ...string) *world {
 	w.ok("init")
 	t.Cleanup(func() {
 		// Never leave a VM behind, whatever the test did.
-		w.run("destroy", "-f")
+		w.run("destroy", "-f", "--yes")
 	})
 	return w
 }
@@ -257,12 +256,12 @@ func processesWith(s string) []string {
 // marker is the QEMU -name marker of the world's VM (the argv word after
 // "-name"), as devvm computes it: it identifies this VM's processes only.
 func (w *world) marker(name string) string {
-	return "-name\x00" + state.New(w.checkout, name, "").Marker() + "\x00"
+	return "-name\x00" + w.vmState(name).Marker() + "\x00"
 }
 
 // sshPort is the SSH port in the VM's runtime record ("" before QEMU runs).
 func (w *world) sshPort() string {
-	b, err := os.ReadFile(filepath.Join(w.checkout, ".devvm", vmName(w.checkout), "runtime.json"))
+	b, err := os.ReadFile(filepath.Join(w.vmDir(vmName(w.checkout)), "record.json"))
 	if err != nil {
 		return ""
 	}

@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -44,7 +45,7 @@ func TestLifecycle(t *testing.T) {
 		t.Fatalf("status after up: %v", st)
 	}
 	pid := int(st["pid"].(float64))
-	argv, _ := os.ReadFile(filepath.Join(w.checkout, ".devvm", name, "qemu.argv"))
+	argv, _ := os.ReadFile(filepath.Join(w.vmDir(name), "qemu.argv"))
 	if strings.Contains(string(argv), "-enable-kvm") && st["accel"] == "tcg" {
 		t.Errorf("QEMU got -enable-kvm although KVM is unusable:\n%s", argv)
 	}
@@ -126,15 +127,15 @@ func TestLifecycle(t *testing.T) {
 	// destroy: no process, no state.
 	w.ok("up")
 	marker := w.marker(name)
-	r = w.ok("destroy", "-f", "--gc")
+	r = w.ok("destroy", "-f", "--yes", "--gc")
 	if !strings.Contains(r.stderr, "guix gc freed") {
 		t.Errorf("destroy --gc did not report the space freed:\n%s", r.stderr)
 	}
 	if got := processesWith(marker); len(got) != 0 {
 		t.Errorf("processes of the VM after destroy: %v", got)
 	}
-	if _, err := os.Stat(filepath.Join(w.checkout, ".devvm", name)); !os.IsNotExist(err) {
-		t.Errorf(".devvm/%s still exists after destroy (%v)", name, err)
+	if _, err := os.Stat(w.vmDir(name)); !os.IsNotExist(err) {
+		t.Errorf("the state of %s still exists after destroy (%v)", name, err)
 	}
 	r = w.ok("list", "--json")
 	if strings.Contains(r.stdout, w.checkout) {
@@ -260,25 +261,38 @@ func TestStaleRecordUnrelatedProcess(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer victim.Process.Kill()
-	dir := filepath.Join(w.checkout, ".devvm", name)
-	os.MkdirAll(dir, 0o755)
+	dir := w.vmDir(name)
+	os.MkdirAll(dir, 0o700)
 	pidfile := filepath.Join(dir, "qemu.pid")
 	os.WriteFile(pidfile, []byte(strconv.Itoa(victim.Process.Pid)+"\n"), 0o644)
-	rec := `{"identity":{"pid":` + strconv.Itoa(victim.Process.Pid) + `,"start_time":1000,"boot_id":"` + bootID() +
-		`","marker":"devvm-000000000000","pidfile":"` + pidfile + `"},"accel":"tcg","ssh_port":10022,"qmp":"/nonexistent/qmp.sock","ready":true}`
-	os.WriteFile(filepath.Join(dir, "runtime.json"), []byte(rec), 0o644)
+	// A record naming a live process that is not this VM's QEMU (its real
+	// start time, even): devvm derives the marker and pidfile itself.
+	ticks := startTicks(t, victim.Process.Pid)
+	rec := `{"schema":1,"backend":"guix","process":{"pid":` + strconv.Itoa(victim.Process.Pid) + `,"start_ticks":` + ticks + `,"boot_id":"` + bootID() +
+		`","marker":"sleep","pidfile":""},"accel":"tcg","ssh_host":"127.0.0.1","ssh_port":10022,"ready":true}`
+	os.WriteFile(filepath.Join(dir, "record.json"), []byte(rec), 0o600)
 
 	st := w.status()
 	if st["state"] != "stopped" {
 		t.Errorf("status with a stale record: %v", st)
 	}
-	os.WriteFile(filepath.Join(dir, "runtime.json"), []byte(rec), 0o644)
+	os.WriteFile(filepath.Join(dir, "record.json"), []byte(rec), 0o600)
 	w.ok("halt")
-	os.WriteFile(filepath.Join(dir, "runtime.json"), []byte(rec), 0o644)
-	w.ok("destroy", "-f")
+	os.WriteFile(filepath.Join(dir, "record.json"), []byte(rec), 0o600)
+	w.ok("destroy", "-f", "--yes")
 	if err := victim.Process.Signal(syscall.Signal(0)); err != nil || !alive(victim.Process.Pid) {
 		t.Fatalf("the unrelated process was signalled: %v", err)
 	}
+}
+
+// startTicks is field 22 of /proc/PID/stat.
+func startTicks(t *testing.T, pid int) string {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+	return f[19]
 }
 
 func bootID() string {
@@ -333,18 +347,18 @@ func TestForeground(t *testing.T) {
 }
 
 // TestPersistent: with persistent = true the guest's disk writes go to a
-// devvm-owned qcow2 overlay under .devvm/ (not guix's shared /tmp file),
+// devvm-owned qcow2 overlay in its state directory (not guix's shared /tmp file),
 // survive halt/up, leave the store image untouched, and go with destroy.
 func TestPersistent(t *testing.T) {
 	w := newWorld(t, "persist")
 	w.setVmfile(`memory = "512M"`, `cpus = 1`, `persistent = true`)
 	w.ok("up")
 	name := vmName(w.checkout)
-	disks, _ := filepath.Glob(filepath.Join(w.checkout, ".devvm", name, "disk-*.qcow2"))
+	disks, _ := filepath.Glob(filepath.Join(w.vmDir(name), "disk-*.qcow2"))
 	if len(disks) != 1 {
 		t.Fatalf("persistent disks: %v", disks)
 	}
-	argv, _ := os.ReadFile(filepath.Join(w.checkout, ".devvm", name, "qemu.argv"))
+	argv, _ := os.ReadFile(filepath.Join(w.vmDir(name), "qemu.argv"))
 	if !strings.Contains(string(argv), "file="+disks[0]+",format=qcow2") || strings.Contains(string(argv), "/tmp/guix-image-") {
 		t.Fatalf("QEMU does not use devvm's overlay:\n%s", argv)
 	}
@@ -374,7 +388,7 @@ func TestPersistent(t *testing.T) {
 	if leaked, _ := filepath.Glob("/tmp/guix-image-" + filepath.Base(meta.Backing)); len(leaked) != 0 {
 		t.Errorf("guix's shared /tmp overlay was created: %v", leaked)
 	}
-	w.ok("destroy", "-f")
+	w.ok("destroy", "-f", "--yes")
 	if _, err := os.Stat(disks[0]); !os.IsNotExist(err) {
 		t.Errorf("destroy left the persistent disk: %v", err)
 	}

@@ -12,7 +12,6 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/devvm/devvm/launcher/state"
 )
 
 // ninepFS matches the 9p file-system of a share in the default dev-vm.scm.
@@ -105,7 +104,7 @@ func TestSSHShare(t *testing.T) {
 	if !strings.Contains(r.stderr, "served over SSH by pid") {
 		t.Errorf("up did not report the share server:\n%s", r.stderr)
 	}
-	argv, _ := os.ReadFile(filepath.Join(w.checkout, ".devvm", name, "qemu.argv"))
+	argv, _ := os.ReadFile(filepath.Join(w.vmDir(name), "qemu.argv"))
 	// (run-vm.sh's own -virtfs shares the store; none may carry the checkout.)
 	if strings.Contains(string(argv), "mount_tag=share0") || strings.Contains(string(argv), "path="+w.checkout) ||
 		strings.Contains(string(argv), "devvm.9p=") {
@@ -115,7 +114,7 @@ func TestSSHShare(t *testing.T) {
 	if pid == 0 {
 		t.Fatalf("status does not show the share server: %q", line)
 	}
-	marker := state.New(w.checkout, name, "").Marker() + "-share-"
+	marker := w.vmState(name).Marker() + "-share-"
 	if got := processesWith(marker); len(got) != 1 || got[0] != strconv.Itoa(pid) {
 		t.Errorf("share server processes %v, status says pid %d", got, pid)
 	}
@@ -221,7 +220,7 @@ func TestSSHShare(t *testing.T) {
 	if alive(pid3) {
 		t.Errorf("share server pid %d alive after halt", pid3)
 	}
-	log, _ := os.ReadFile(filepath.Join(w.checkout, ".devvm", name, "share-share0.log"))
+	log, _ := os.ReadFile(filepath.Join(w.vmDir(name), "share-share0.log"))
 	if !strings.Contains(string(log), "unmounting "+guest) {
 		t.Errorf("the server's log does not show the unmount on halt:\n%s", log)
 	}

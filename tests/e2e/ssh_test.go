@@ -113,14 +113,14 @@ func TestSSH(t *testing.T) {
 			}
 		}
 		// The file `up` wrote is the same stanza.
-		written, _ := os.ReadFile(filepath.Join(w.checkout, ".devvm", name, "ssh_config"))
+		written, _ := os.ReadFile(filepath.Join(w.vmDir(name), "ssh_config"))
 		if string(written) != r.stdout {
-			t.Errorf(".devvm/%s/ssh_config differs from `devvm ssh-config`", name)
+			t.Errorf("the ssh_config of %s differs from `devvm ssh-config`", name)
 		}
 	})
 
 	t.Run("ForgedHostKeyRefused", func(t *testing.T) {
-		kh := filepath.Join(w.checkout, ".devvm", name, "known_hosts")
+		kh := filepath.Join(w.vmDir(name), "known_hosts")
 		orig, err := os.ReadFile(kh)
 		if err != nil {
 			t.Fatal(err)

@@ -26,8 +26,9 @@ import (
 	"time"
 
 	"github.com/devvm/devvm/launcher/backend"
+	"github.com/devvm/devvm/launcher/backends"
 	"github.com/devvm/devvm/launcher/hostenv"
-	"github.com/devvm/devvm/launcher/microvm"
+	"github.com/devvm/devvm/launcher/machine"
 	"github.com/devvm/devvm/launcher/sshx"
 	"github.com/devvm/devvm/launcher/vmfile"
 	"golang.org/x/crypto/ssh"
@@ -334,22 +335,22 @@ func lastLines(s string, n int) string {
 }
 
 // open loads the checkout's Vmfile and returns the microvm backend.
-func (w *world) open(dir string) *microvm.Backend {
+func (w *world) open(dir string) *machine.Manager {
 	w.t.Helper()
 	vf, err := vmfile.Load(dir)
 	if err != nil {
 		w.t.Fatalf("load Vmfile: %v", err)
 	}
-	b, err := microvm.New(vf, w.hostEnv, &backend.UI{Err: w.ui})
+	b, err := backends.ForVmfile(vf, w.hostEnv, &backend.UI{Err: w.ui})
 	if err != nil {
-		w.t.Fatalf("microvm.New: %v", err)
+		w.t.Fatalf("backends.ForVmfile: %v", err)
 	}
 	w.t.Cleanup(func() { b.Close() })
 	return b
 }
 
 // sshRun runs a command in a machine like `devvm ssh NAME -- CMD` does.
-func sshRun(t *testing.T, b *microvm.Backend, name, cmd string) string {
+func sshRun(t *testing.T, b *machine.Manager, name, cmd string) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -370,7 +371,7 @@ func sshRun(t *testing.T, b *microvm.Backend, name, cmd string) string {
 	return strings.TrimSpace(out.String())
 }
 
-func statusOf(t *testing.T, b *microvm.Backend, names ...string) map[string]backend.Status {
+func statusOf(t *testing.T, b *machine.Manager, names ...string) map[string]backend.Status {
 	t.Helper()
 	st, err := b.Status(context.Background(), names)
 	if err != nil {

@@ -13,10 +13,11 @@ import (
 	"time"
 
 	"github.com/devvm/devvm/launcher/backend"
+	devstate "github.com/devvm/devvm/launcher/state"
 )
 
 // TestLocal runs a microvm.nix VM on this machine: nix build of the declared
-// runner (GC root in .devvm/vm1/current), bin/microvm-run detached, SSH through
+// runner (GC root in the state dir's vm1/current), bin/microvm-run detached, SSH through
 // the runner's forwardPorts, microvm-shutdown, rollback, destroy.
 func TestLocal(t *testing.T) {
 	w := newWorld(t)
@@ -32,7 +33,7 @@ func TestLocal(t *testing.T) {
 	os.WriteFile(filepath.Join(w.checkout, "Vmfile"), []byte("name = \"local\"\nbackend = \"microvm\"\n\n[ssh]\nuser = \"dev\"\n\n[microvm.machines.vm1]\naddress = \"127.0.0.1\"\n"), 0o644)
 	b := w.open(w.checkout)
 	ctx := context.Background()
-	state := filepath.Join(w.checkout, ".devvm", "vm1")
+	state := devstate.New(w.checkout, "vm1", w.hostEnv.Dirs()).Dir()
 	link := func(n string) string { s, _ := os.Readlink(filepath.Join(state, n)); return s }
 
 	if err := b.Up(ctx, nil, backend.UpOptions{Timeout: 90 * time.Second}); err != nil {
@@ -98,7 +99,7 @@ func TestLocal(t *testing.T) {
 		t.Fatalf("destroy: %v", err)
 	}
 	if _, err := os.Stat(state); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf(".devvm/vm1 survived destroy: %v", err)
+		t.Errorf("the state of vm1 survived destroy: %v", err)
 	}
 	if _, err := os.Stat(first); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("the runner %s survived destroy --gc: %v", first, err)

@@ -352,7 +352,7 @@ guest = "/mnt/infra"
 
 // shareMarker is in the command line of the share servers of a machine.
 func shareMarker(checkout, name string) string {
-	return state.New(checkout, name, "").Marker() + "-share-"
+	return state.New(checkout, name, state.Dirs{}).Marker() + "-share-"
 }
 
 // processesWith returns the pids of the processes whose command line

@@ -1,4 +1,6 @@
-package engine
+// Package doctor checks what a Vmfile's backend needs on this host, one
+// line per check with a fix (`devvm doctor`).
+package doctor
 
 import (
 	"context"
@@ -9,6 +11,7 @@ import (
 	"time"
 
 	"github.com/devvm/devvm/launcher/hostenv"
+	"github.com/devvm/devvm/launcher/machine"
 	"github.com/devvm/devvm/launcher/qemu"
 	"github.com/devvm/devvm/launcher/state"
 	"github.com/devvm/devvm/launcher/vmfile"
@@ -26,16 +29,43 @@ type Check struct {
 // DaemonSocket is where guix-daemon listens by default.
 var DaemonSocket = "/var/guix/daemon-socket/socket"
 
-// Doctor checks what a Guix VM needs on this host. vf may be nil with
-// vfErr saying why the Vmfile did not load.
-func Doctor(ctx context.Context, env *hostenv.Env, dir string, vf *vmfile.Vmfile, vfErr error) []Check {
+// Run checks this host for the Vmfile's backend (Guix and QEMU when vf is
+// nil). vf may be nil with vfErr saying why the Vmfile did not load.
+func Run(ctx context.Context, env *hostenv.Env, dir string, vf *vmfile.Vmfile, vfErr error) []Check {
+	var out []Check
+	if vfErr != nil {
+		out = append(out, Check{Name: "vmfile", Required: true, Detail: vfErr.Error(), Fix: "fix the Vmfile line named above (docs/vmfile.md), or run `devvm init`"})
+	} else {
+		out = append(out, Check{Name: "vmfile", OK: true, Required: true, Detail: vf.Path + " is valid"})
+	}
+	out = append(out, stateDir(env))
+	if vf != nil && vf.Backend == vmfile.BackendMicroVM {
+		return append(out, microvmChecks(ctx, env, vf)...)
+	}
+	out = append(out, guixChecks(ctx, env, vf)...)
+	out = append(out, qemuChecks(ctx, env, vf)...)
+	return out
+}
+
+// stateDir checks where devvm keeps its state.
+func stateDir(env *hostenv.Env) Check {
+	if err := state.MkdirPrivate(env.StateDir); err != nil {
+		return Check{Name: "state", Required: true, Detail: err.Error(), Fix: "set XDG_STATE_HOME to a directory of yours"}
+	}
+	if err := state.EnsureRuntimeDir(env.RuntimeDir); err != nil {
+		return Check{Name: "state", Required: true, Detail: err.Error(), Fix: "set XDG_RUNTIME_DIR to a private directory of yours (0700)"}
+	}
+	return Check{Name: "state", OK: true, Required: true, Detail: "state in " + env.StateDir + ", sockets in " + env.RuntimeDir + " (both 0700, outside every share)"}
+}
+
+func guixChecks(ctx context.Context, env *hostenv.Env, vf *vmfile.Vmfile) []Check {
 	var out []Check
 	add := func(c Check) { out = append(out, c) }
-
-	if vfErr != nil {
-		add(Check{Name: "vmfile", Required: true, Detail: vfErr.Error(), Fix: "fix the Vmfile line named above (docs/vmfile.md), or run `devvm init`"})
+	if env.GCRootsDir != "" {
+		add(Check{Name: "gc-roots", OK: true, Detail: "GC roots of builds go to " + env.GCRootsDir + ", which guix-daemon can read"})
 	} else {
-		add(Check{Name: "vmfile", OK: true, Required: true, Detail: vf.Path + " is valid"})
+		add(Check{Name: "gc-roots", Detail: "no /var/guix/profiles/per-user/<you> directory: GC roots of builds stay in " + env.StateDir + ", which an unprivileged guix-daemon cannot read (then `guix gc` may collect a VM's closure)",
+			Fix: "run any guix command once (guix-daemon creates the per-user directory), then `devvm up` again"})
 	}
 	guixCmd := "guix"
 	if vf != nil && vf.Guix.Command != "" {
@@ -57,6 +87,12 @@ func Doctor(ctx context.Context, env *hostenv.Env, dir string, vf *vmfile.Vmfile
 			add(Check{Name: "guix-daemon", OK: true, Required: true, Detail: "answering on " + sock})
 		}
 	}
+	return out
+}
+
+func qemuChecks(ctx context.Context, env *hostenv.Env, vf *vmfile.Vmfile) []Check {
+	var out []Check
+	add := func(c Check) { out = append(out, c) }
 
 	qemuBin := "qemu-system-x86_64"
 	if p, err := env.LookPath(qemuBin); err != nil {
@@ -84,11 +120,11 @@ func Doctor(ctx context.Context, env *hostenv.Env, dir string, vf *vmfile.Vmfile
 	}
 	if vf != nil {
 		port := vf.SSH.Port
-		vm := state.New(vf.Dir, vf.Name, env.RuntimeDir)
-		var rt Runtime
-		ours, _ := state.ReadJSON(vm.RuntimeRecord(), &rt)
+		vm := state.New(vf.Dir, vf.Name, env.Dirs())
+		var rec machine.Record
+		ours, _ := state.ReadJSON(vm.Record(), &rec)
 		switch {
-		case ours && rt.SSHPort == port:
+		case ours && rec.SSHPort == port:
 			add(Check{Name: "ssh-port", OK: true, Required: true, Detail: "127.0.0.1:" + strconv.Itoa(port) + " is used by this VM"})
 		case qemu.PortFree("127.0.0.1", port):
 			add(Check{Name: "ssh-port", OK: true, Required: true, Detail: "127.0.0.1:" + strconv.Itoa(port) + " is free"})
@@ -125,4 +161,21 @@ func run(ctx context.Context, env *hostenv.Env, name string, args ...string) str
 func firstLine(s string) string {
 	s, _, _ = strings.Cut(strings.TrimSpace(s), "\n")
 	return s
+}
+
+func portOwner(port int) string {
+	if o := qemu.PortOwner(port); o != "" {
+		return " by " + o
+	}
+	return ""
+}
+
+// microvmChecks checks what microvm.nix VMs need on this host.
+func microvmChecks(ctx context.Context, env *hostenv.Env, vf *vmfile.Vmfile) []Check {
+	p, err := env.LookPath("nix")
+	if err != nil {
+		return []Check{{Name: "nix", Required: vf.MicroVM == nil || vf.MicroVM.Remote == nil, Detail: "nix not found on PATH",
+			Fix: "install Nix (https://nixos.org/download) with flakes enabled"}}
+	}
+	return []Check{{Name: "nix", OK: true, Required: true, Detail: firstLine(run(ctx, env, p, "--version")) + " (" + p + ")"}}
 }

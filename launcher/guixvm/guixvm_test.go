@@ -1,4 +1,4 @@
-package engine
+package guixvm_test
 
 import (
 	"context"
@@ -11,7 +11,10 @@ import (
 	"testing"
 
 	"github.com/devvm/devvm/launcher/backend"
+	"github.com/devvm/devvm/launcher/backends"
 	"github.com/devvm/devvm/launcher/hostenv"
+	"github.com/devvm/devvm/launcher/machine"
+	"github.com/devvm/devvm/launcher/project"
 	"github.com/devvm/devvm/launcher/state"
 	"github.com/devvm/devvm/launcher/vmfile"
 )
@@ -58,7 +61,7 @@ func testEnv(t testing.TB) (*hostenv.Env, string) {
 	return env, log
 }
 
-func quietUI() *UI { return &UI{Err: io.Discard} }
+func quietUI() *backend.UI { return &backend.UI{Err: io.Discard} }
 
 func newCheckout(t testing.TB, env *hostenv.Env, files map[string]string) string {
 	t.Helper()
@@ -67,7 +70,7 @@ func newCheckout(t testing.TB, env *hostenv.Env, files map[string]string) string
 	for name, text := range files {
 		os.WriteFile(filepath.Join(dir, name), []byte(text), 0o644)
 	}
-	if err := Init(context.Background(), env, quietUI(), InitOptions{Dir: dir}); err != nil {
+	if err := project.Init(context.Background(), env, quietUI(), project.InitOptions{Dir: dir}); err != nil {
 		t.Fatal(err)
 	}
 	return dir
@@ -78,55 +81,14 @@ func guixRuns(log string) int {
 	return strings.Count(string(b), "system vm")
 }
 
-func TestInit(t *testing.T) {
-	env, _ := testEnv(t)
-	dir := newCheckout(t, env, map[string]string{
-		"manifest.scm": `(specifications->manifest '("cmake"))`,
-		".gitignore":   "build/",
-	})
-	vf, err := vmfile.Load(dir)
+// open returns the lifecycle over the Guix driver and its one machine's files.
+func open(t testing.TB, vf *vmfile.Vmfile, env *hostenv.Env) (*machine.Manager, *state.VM) {
+	t.Helper()
+	mg, err := backends.ForVmfile(vf, env, quietUI())
 	if err != nil {
-		t.Fatalf("the Vmfile init wrote does not load: %v", err)
-	}
-	if vf.Name != "qbuf" || vf.Shares[0].Guest != "/mnt/qbuf" || vf.SSH.Port != 10022 || vf.Guix.Manifest != "manifest.scm" {
-		t.Errorf("init's Vmfile: %+v", vf)
-	}
-	cfg, _ := os.ReadFile(filepath.Join(dir, "dev-vm.scm"))
-	for _, want := range []string{`(load "manifest.scm")`, `(device "share0")`, `(mount-point "/mnt/qbuf")`, `(mount-may-fail? #t)`,
-		`(password-authentication? #f)`, `".devvm/authorized_keys"`, "%qemu-static-networking", "NOPASSWD"} {
-		if !strings.Contains(string(cfg), want) {
-			t.Errorf("dev-vm.scm lacks %s", want)
-		}
-	}
-	ch, _ := os.ReadFile(filepath.Join(dir, "channels.scm"))
-	if !strings.Contains(string(ch), "230aa373f315f247852ee07dff34146e9b480aec") {
-		t.Errorf("channels.scm is not the pinned default:\n%s", ch)
-	}
-	gi, _ := os.ReadFile(filepath.Join(dir, ".gitignore"))
-	if !strings.HasPrefix(string(gi), "build/\n") || strings.Count(string(gi), "/.devvm/") != 1 {
-		t.Errorf(".gitignore: %q", gi)
-	}
-
-	// A second init keeps the user's edits; --force rewrites.
-	os.WriteFile(filepath.Join(dir, "dev-vm.scm"), []byte(";; mine\n"), 0o644)
-	if err := Init(context.Background(), env, quietUI(), InitOptions{Dir: dir}); err != nil {
 		t.Fatal(err)
 	}
-	if b, _ := os.ReadFile(filepath.Join(dir, "dev-vm.scm")); string(b) != ";; mine\n" {
-		t.Error("init overwrote dev-vm.scm without --force")
-	}
-	if gi2, _ := os.ReadFile(filepath.Join(dir, ".gitignore")); string(gi2) != string(gi) {
-		t.Errorf(".gitignore changed again: %q", gi2)
-	}
-	if err := Init(context.Background(), env, quietUI(), InitOptions{Dir: dir, Force: true}); err != nil {
-		t.Fatal(err)
-	}
-	if b, _ := os.ReadFile(filepath.Join(dir, "dev-vm.scm")); string(b) == ";; mine\n" {
-		t.Error("--force did not rewrite dev-vm.scm")
-	}
-	if err := Init(context.Background(), env, quietUI(), InitOptions{Dir: dir, Template: "nope"}); err == nil || !strings.Contains(err.Error(), "default") {
-		t.Errorf("unknown template: %v", err)
-	}
+	return mg, state.New(vf.Dir, vf.Name, env.Dirs())
 }
 
 func TestBuildCache(t *testing.T) {
@@ -136,7 +98,7 @@ func TestBuildCache(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := NewGuix(vf, env, quietUI())
+	g, m := open(t, vf, env)
 	ctx := context.Background()
 	build := func(opts backend.BuildOptions) {
 		t.Helper()
@@ -165,16 +127,16 @@ func TestBuildCache(t *testing.T) {
 		t.Errorf("--rebuild: %d runs, want 3", n)
 	}
 	// A lost GC root forces a rebuild (the store item may be gone).
-	var rec BuildRecord
-	readJSON(t, g.VM.BuildRecord(), &rec)
+	var rec machine.Build
+	readJSON(t, m.BuildRecord(), &rec)
 	os.Remove(rec.Root)
 	build(backend.BuildOptions{})
 	if n := guixRuns(log); n != 4 {
 		t.Errorf("missing GC root: %d runs, want 4", n)
 	}
-	readJSON(t, g.VM.BuildRecord(), &rec)
-	if target, err := os.Readlink(rec.Root); err != nil || target != rec.RunVM {
-		t.Errorf("GC root %s -> %s (%v), want %s", rec.Root, target, err, rec.RunVM)
+	readJSON(t, m.BuildRecord(), &rec)
+	if target, err := os.Readlink(rec.Root); err != nil || target != rec.Artifact {
+		t.Errorf("GC root %s -> %s (%v), want %s", rec.Root, target, err, rec.Artifact)
 	}
 }
 
@@ -183,7 +145,8 @@ func TestBuildRefusesUnpinnedChannels(t *testing.T) {
 	dir := newCheckout(t, env, nil)
 	os.WriteFile(filepath.Join(dir, "channels.scm"), []byte(`(list (channel (name 'guix) (url "https://git.guix.gnu.org/guix.git") (branch "master")))`), 0o644)
 	vf, _ := vmfile.Load(dir)
-	err := NewGuix(vf, env, quietUI()).Build(context.Background(), backend.BuildOptions{})
+	g, _ := open(t, vf, env)
+	err := g.Build(context.Background(), backend.BuildOptions{})
 	if err == nil || !strings.Contains(err.Error(), "every run") || !strings.Contains(err.Error(), "guix describe -f channels") {
 		t.Fatalf("branch pin: %v", err)
 	}
@@ -197,57 +160,10 @@ func TestBuildMissingConfig(t *testing.T) {
 	dir := newCheckout(t, env, nil)
 	os.Remove(filepath.Join(dir, "dev-vm.scm"))
 	vf, _ := vmfile.Load(dir)
-	err := NewGuix(vf, env, quietUI()).Build(context.Background(), backend.BuildOptions{})
+	g, _ := open(t, vf, env)
+	err := g.Build(context.Background(), backend.BuildOptions{})
 	if err == nil || !strings.Contains(err.Error(), "guix.config") || !strings.Contains(err.Error(), "devvm init") {
 		t.Fatalf("missing config: %v", err)
-	}
-}
-
-func TestDoctor(t *testing.T) {
-	env, _ := testEnv(t)
-	env.LookPath = func(string) (string, error) { return "", exec.ErrNotFound }
-	env.KVMDevice = filepath.Join(t.TempDir(), "no-kvm")
-	checks := Doctor(context.Background(), env, t.TempDir(), nil, os.ErrNotExist)
-	byName := map[string]Check{}
-	for _, c := range checks {
-		byName[c.Name] = c
-		if !c.OK && c.Fix == "" {
-			t.Errorf("%s fails without a fix hint", c.Name)
-		}
-	}
-	for _, name := range []string{"vmfile", "guix"} {
-		if c := byName[name]; c.OK || !c.Required {
-			t.Errorf("%s: %+v, want a required failure", name, c)
-		}
-	}
-	if c := byName["kvm"]; c.OK || c.Required || !strings.Contains(c.Detail, "TCG") {
-		t.Errorf("kvm: %+v", c)
-	}
-}
-
-func TestKVMNeedsCPUFlag(t *testing.T) {
-	env := hostenv.FromOS()
-	dir := t.TempDir()
-	env.KVMDevice = filepath.Join(dir, "kvm")
-	os.WriteFile(env.KVMDevice, nil, 0o666)
-	env.CPUInfo = filepath.Join(dir, "cpuinfo")
-	os.WriteFile(env.CPUInfo, []byte("processor\t: 0\nflags\t\t: fpu sse2 hypervisor\n"), 0o644)
-	if k := env.KVM(); k.Usable || !strings.Contains(k.Reason, "vmx") {
-		t.Errorf("no vmx flag: %+v", k)
-	}
-	os.WriteFile(env.CPUInfo, []byte("flags\t\t: fpu vmx sse2\n"), 0o644)
-	if k := env.KVM(); !k.Usable {
-		t.Errorf("vmx flag and accessible device: %+v", k)
-	}
-	os.Chmod(env.KVMDevice, 0)
-	if os.Getuid() != 0 {
-		if k := env.KVM(); k.Usable {
-			t.Error("inaccessible device counted as usable")
-		}
-	}
-	os.Remove(env.KVMDevice)
-	if k := env.KVM(); k.Usable || !strings.Contains(k.Reason, "does not exist") {
-		t.Errorf("missing device: %+v", k)
 	}
 }
 
@@ -258,7 +174,7 @@ func BenchmarkBuildCached(b *testing.B) {
 	env, log := testEnv(b)
 	dir := newCheckout(b, env, nil)
 	vf, _ := vmfile.Load(dir)
-	g := NewGuix(vf, env, quietUI())
+	g, _ := open(b, vf, env)
 	if err := g.Build(context.Background(), backend.BuildOptions{}); err != nil {
 		b.Fatal(err)
 	}
@@ -280,7 +196,7 @@ func BenchmarkBuildStandin(b *testing.B) {
 	env, _ := testEnv(b)
 	dir := newCheckout(b, env, nil)
 	vf, _ := vmfile.Load(dir)
-	g := NewGuix(vf, env, quietUI())
+	g, _ := open(b, vf, env)
 	for i := 0; i < b.N; i++ {
 		if err := g.Build(context.Background(), backend.BuildOptions{Rebuild: true}); err != nil {
 			b.Fatal(err)
@@ -299,21 +215,21 @@ func TestGCRemovesOldBuilds(t *testing.T) {
 	env, _ := testEnv(t)
 	dir := newCheckout(t, env, nil)
 	vf, _ := vmfile.Load(dir)
-	g := NewGuix(vf, env, quietUI())
+	g, m := open(t, vf, env)
 	ctx := context.Background()
 	if err := g.Build(ctx, backend.BuildOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	var old BuildRecord
-	readJSON(t, g.VM.BuildRecord(), &old)
+	var old machine.Build
+	readJSON(t, m.BuildRecord(), &old)
 	cfg := filepath.Join(dir, "dev-vm.scm")
 	text, _ := os.ReadFile(cfg)
 	os.WriteFile(cfg, append(text, []byte("\n;; v2\n")...), 0o644)
 	if err := g.Build(ctx, backend.BuildOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	var cur BuildRecord
-	readJSON(t, g.VM.BuildRecord(), &cur)
+	var cur machine.Build
+	readJSON(t, m.BuildRecord(), &cur)
 
 	rep, err := g.GC(ctx, backend.GCOptions{DryRun: true})
 	if err != nil {
@@ -325,20 +241,35 @@ func TestGCRemovesOldBuilds(t *testing.T) {
 	if _, err := os.Lstat(old.Root); err != nil {
 		t.Fatal("dry run removed a root")
 	}
+	// A dead item of another project: devvm's gc leaves it, `--store` takes it.
+	other := filepath.Join(filepath.Dir(old.Artifact), "0000000000000000000000000000000a-other-project")
+	os.WriteFile(other, []byte("not devvm's"), 0o644)
 	rep, err = g.GC(ctx, backend.GCOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !rep.StoreGC || rep.FreedBytes <= 0 {
+	if _, err := os.Stat(other); err != nil {
+		t.Errorf("devvm gc collected another project's dead item: %v", err)
+	}
+	if !rep.StoreGC || rep.FreedBytes < 0 {
 		t.Errorf("store GC: %+v", rep)
 	}
 	if _, err := os.Lstat(old.Root); !os.IsNotExist(err) {
 		t.Error("the old build's root survived gc")
 	}
-	if _, err := os.Stat(old.RunVM); !os.IsNotExist(err) {
+	if _, err := os.Stat(old.Artifact); !os.IsNotExist(err) {
 		t.Error("the old build's script survived the store GC")
 	}
-	if _, err := os.Stat(cur.RunVM); err != nil {
+	if _, err := os.Stat(cur.Artifact); err != nil {
 		t.Errorf("gc collected the current build: %v", err)
+	}
+	if _, err := g.GC(ctx, backend.GCOptions{Store: true}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(other); !os.IsNotExist(err) {
+		t.Errorf("gc --store left a dead item: %v", err)
+	}
+	if _, err := os.Stat(cur.Artifact); err != nil {
+		t.Errorf("gc --store collected the current build: %v", err)
 	}
 }

@@ -1,17 +1,16 @@
-package engine
+// Package project reads and writes a checkout's own files: `devvm init`.
+package project
 
 import (
-	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"time"
 
 	"github.com/devvm/devvm/channels"
+	"github.com/devvm/devvm/launcher/backend"
 	"github.com/devvm/devvm/launcher/guix"
 	"github.com/devvm/devvm/launcher/hostenv"
 	"github.com/devvm/devvm/launcher/state"
@@ -29,8 +28,8 @@ type InitOptions struct {
 
 // Init writes the Vmfile, dev-vm.scm and channels.scm into a checkout,
 // each only where missing unless Force, reusing the project's own
-// manifest.scm and channels.scm, and adds .devvm/ to .gitignore.
-func Init(ctx context.Context, env *hostenv.Env, ui *UI, opts InitOptions) error {
+// manifest.scm and channels.scm. devvm keeps nothing else in the checkout.
+func Init(ctx context.Context, env *hostenv.Env, ui *backend.UI, opts InitOptions) error {
 	dir, err := filepath.Abs(opts.Dir)
 	if err != nil {
 		return err
@@ -63,7 +62,7 @@ func Init(ctx context.Context, env *hostenv.Env, ui *UI, opts InitOptions) error
 		HostName: name, User: "dev", UID: guestUID(dir),
 		Shares:   []templates.Share{{Tag: "share0", Guest: "/mnt/" + name}},
 		Manifest: manifest, PackageFile: pkgFile, Packages: templates.DefaultPackages,
-		AuthorizedKeys: filepath.Join(state.DirName, "authorized_keys"),
+		AuthorizedKeys: state.New(dir, name, env.Dirs()).AuthorizedKeys(),
 	})
 	if err != nil {
 		return err
@@ -90,9 +89,6 @@ func Init(ctx context.Context, env *hostenv.Env, ui *UI, opts InitOptions) error
 			note = " (" + note + ")"
 		}
 		ui.Printf("wrote %s%s", f.name, note)
-	}
-	if err := ignoreStateDir(dir); err != nil {
-		return err
 	}
 	ui.Printf("next: `devvm doctor` checks this host, `devvm up` builds and boots the VM")
 	return nil
@@ -133,26 +129,4 @@ func allPinned(chans []guix.Channel) bool {
 		}
 	}
 	return true
-}
-
-// ignoreStateDir adds .devvm/ to the checkout's .gitignore.
-func ignoreStateDir(dir string) error {
-	path := filepath.Join(dir, ".gitignore")
-	old, err := os.ReadFile(path)
-	if err != nil && !errors.Is(err, os.ErrNotExist) {
-		return err
-	}
-	for _, l := range strings.Split(string(old), "\n") {
-		switch strings.TrimSpace(l) {
-		case ".devvm", ".devvm/", "/.devvm", "/.devvm/":
-			return nil
-		}
-	}
-	var b bytes.Buffer
-	b.Write(old)
-	if len(old) > 0 && !bytes.HasSuffix(old, []byte("\n")) {
-		b.WriteByte('\n')
-	}
-	b.WriteString("# devvm's per-checkout VM state\n/.devvm/\n")
-	return state.WriteFileAtomic(path, b.Bytes(), 0o644)
 }

@@ -1,4 +1,4 @@
-package share
+package machine
 
 import (
 	"context"
@@ -19,11 +19,11 @@ import (
 	"github.com/devvm/devvm/launcher/vmfile"
 )
 
-// This file manages `devvm share-serve` processes (RunDaemon behind the
-// command line of cmd/devvm/shareserve.go) for the backends: one detached
-// process per `mode = "ssh"` share of a machine, started once the machine's
-// SSH is ready, recorded with its proven identity, stopped before the guest
-// goes down and reported by `devvm status`.
+// This file supervises `devvm share-serve` processes (share.RunDaemon
+// behind the command line of cmd/devvm/shareserve.go): one detached process
+// per `mode = "ssh"` share of a machine, started once the machine's SSH is
+// ready, recorded in its Record with its proven identity, stopped before the
+// guest goes down and reported by `devvm status`.
 
 const (
 	// ServerReadyTimeout bounds how long `up` waits for a share server to
@@ -32,8 +32,6 @@ const (
 	// ServerStopTimeout bounds the graceful stop of a share server (it
 	// unmounts in the guest first) before SIGKILL.
 	ServerStopTimeout = 15 * time.Second
-	// gonePoll is how often a stop checks whether a server has exited.
-	gonePoll = 50 * time.Millisecond
 )
 
 // Served is a `devvm share-serve` process serving one `mode = "ssh"`
@@ -80,7 +78,7 @@ type Files struct {
 }
 
 // ServerFiles names the files of a machine's server for tag:
-// .devvm/<vm>/share-<tag>.{pid,log} and the machine's marker + "-share-<tag>".
+// <vm dir>/share-<tag>.{pid,log} and the machine's marker + "-share-<tag>".
 func ServerFiles(v *state.VM, tag string) Files {
 	return Files{Marker: v.Marker() + "-share-" + tag, Pidfile: v.Path("share-" + tag + ".pid"), Log: v.Path("share-" + tag + ".log")}
 }
@@ -95,9 +93,6 @@ type Servers struct {
 	Env *hostenv.Env
 	// UI receives progress lines.
 	UI *backend.UI
-	// Phase shows a phase that may take a while and returns what ends it
-	// (nil: a line before and after).
-	Phase func(what string) func()
 	// Target is how the server reaches the guest (with Jump when the guest
 	// is behind a jump host); it must be expressible as share-serve flags
 	// (TargetArgs).
@@ -158,44 +153,6 @@ func (s *Servers) Ensure(ctx context.Context, specs []Spec, recs *[]Served, save
 	return nil
 }
 
-// TargetArgs are the share-serve flags that rebuild t (see cmd/devvm's
-// share-serve): the guest's --addr, --user, --key, --extra-key (authKeys,
-// the files behind t.Auth), --agent, --known-hosts, --host-key-alias,
-// --ciphers, and the same with a --jump- prefix for t.Jump.
-func TargetArgs(t sshx.Target, authKeys []string) ([]string, error) {
-	if len(t.Auth) != len(authKeys) {
-		return nil, fmt.Errorf("the SSH target %s has %d extra authentication methods but %d key files for them: the share server can only be given key files", t.Addr, len(t.Auth), len(authKeys))
-	}
-	args := hopArgs("", t)
-	for _, k := range authKeys {
-		args = append(args, "--extra-key", k)
-	}
-	if j := t.Jump; j != nil {
-		if len(j.Auth) > 0 || j.Jump != nil {
-			return nil, fmt.Errorf("the jump host %s of %s needs extra authentication methods or another jump: the share server cannot be given those", j.Addr, t.Addr)
-		}
-		args = append(args, hopArgs("jump-", *j)...)
-	}
-	return args, nil
-}
-
-func hopArgs(prefix string, t sshx.Target) []string {
-	args := []string{"--" + prefix + "addr", t.Addr, "--" + prefix + "user", t.User, "--" + prefix + "known-hosts", t.KnownHosts}
-	if t.Key != nil {
-		args = append(args, "--"+prefix+"key", t.Key.PrivatePath)
-	}
-	if t.HostKeyAlias != "" {
-		args = append(args, "--"+prefix+"host-key-alias", t.HostKeyAlias)
-	}
-	if t.UseAgent {
-		args = append(args, "--"+prefix+"agent")
-	}
-	if len(t.Ciphers) > 0 {
-		args = append(args, "--"+prefix+"ciphers", strings.Join(t.Ciphers, ","))
-	}
-	return args
-}
-
 // start starts `devvm share-serve` detached for one share and waits until
 // it reports the share mounted.
 func (s *Servers) start(ctx context.Context, sp Spec) (*Served, error) {
@@ -209,7 +166,7 @@ func (s *Servers) start(ctx context.Context, sp Spec) (*Served, error) {
 			return fail("cannot find the devvm executable to run its share server: %v", err)
 		}
 	}
-	targs, err := TargetArgs(s.Target, s.AuthKeys)
+	targs, err := sshx.EncodeTarget(s.Target, s.AuthKeys)
 	if err != nil {
 		return fail("%v", err)
 	}
@@ -219,10 +176,10 @@ func (s *Servers) start(ctx context.Context, sp Spec) (*Served, error) {
 	if sp.ReadOnly {
 		args = append(args, "--readonly")
 	}
-	if err := os.MkdirAll(s.VM.Dir(), 0o755); err != nil {
-		return fail("cannot create %s: %v", s.VM.Dir(), err)
+	if err := s.VM.Ensure(); err != nil {
+		return fail("%v", err)
 	}
-	logf, err := os.OpenFile(f.Log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	logf, err := state.OpenFile(f.Log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return fail("cannot open the server's log: %v", err)
 	}
@@ -257,7 +214,7 @@ func (s *Servers) start(ctx context.Context, sp Spec) (*Served, error) {
 		cmd.Process.Kill()
 		cmd.Wait()
 	}
-	stop := s.phase(fmt.Sprintf("mounting %s → %s over SSH", sp.Host, sp.Guest))
+	stop := s.UI.Phase(fmt.Sprintf("mounting %s → %s over SSH", sp.Host, sp.Guest))
 	msg, err := readReady(ctx, r, ServerReadyTimeout)
 	stop()
 	if err != nil {
@@ -282,15 +239,6 @@ func (s *Servers) start(ctx context.Context, sp Spec) (*Served, error) {
 		now = s.Env.Now
 	}
 	return &Served{Tag: sp.Tag, Host: sp.Host, Guest: sp.Guest, ReadOnly: sp.ReadOnly, Identity: id, Log: f.Log, Started: now()}, nil
-}
-
-func (s *Servers) phase(what string) func() {
-	if s.Phase != nil {
-		return s.Phase(what)
-	}
-	start := time.Now()
-	s.UI.Printf("%s", what)
-	return func() { s.UI.Printf("%s: done after %.1fs", what, time.Since(start).Seconds()) }
 }
 
 // readReady reads what the server writes on its readiness pipe until it
@@ -322,7 +270,7 @@ func readReady(ctx context.Context, r *os.File, timeout time.Duration) (string, 
 
 // logTail returns the last lines of a server log for an error message.
 func logTail(path string) string {
-	b, err := os.ReadFile(path)
+	b, err := state.ReadFile(path, 1<<20)
 	if err != nil {
 		return "no log: " + err.Error()
 	}
@@ -363,9 +311,9 @@ func StopServers(ctx context.Context, ui *backend.UI, recs []Served) {
 	}
 }
 
-// StatusLines describes each share of specs for `devvm status` of a ready
+// ShareStatus describes each share of specs for `devvm status` of a ready
 // machine: served by a live recorded server, or DOWN and why.
-func StatusLines(specs []Spec, recs []Served) []string {
+func ShareStatus(specs []Spec, recs []Served) []string {
 	var lines []string
 	for _, sp := range specs {
 		i := Index(recs, sp.Tag)
@@ -379,4 +327,34 @@ func StatusLines(specs []Spec, recs []Served) []string {
 		}
 	}
 	return lines
+}
+
+// startShares starts a server for each `mode = "ssh"` share of the Vmfile
+// that has no live one (first boot, or its server died: `up` restores it)
+// and records them in the machine's record. The machine must be ready.
+func (mg *Manager) startShares(ctx context.Context, m *Machine, rec *Record) error {
+	specs := SSHSpecs(mg.vf)
+	if len(specs) == 0 {
+		return nil
+	}
+	t, err := mg.d.Target(m, rec)
+	if err != nil {
+		return err
+	}
+	var authKeys []string
+	if ak, ok := mg.d.(AuthKeyFiles); ok {
+		authKeys = ak.AuthKeyFiles(m)
+	}
+	srv := &Servers{Name: m.Name, VM: m.VM, Env: mg.env, UI: mg.ui, Target: *t, AuthKeys: authKeys}
+	return srv.Ensure(ctx, specs, &rec.SSHShares, func() error { return mg.save(m, rec) })
+}
+
+// stopShares stops the recorded share servers of a machine (they unmount in
+// the guest first).
+func (mg *Manager) stopShares(ctx context.Context, rec *Record) {
+	if rec == nil || len(rec.SSHShares) == 0 {
+		return
+	}
+	StopServers(ctx, mg.ui, rec.SSHShares)
+	rec.SSHShares = nil
 }

@@ -1,10 +1,9 @@
-package share
+package machine
 
 import (
 	"context"
 	"io"
 	"os/exec"
-	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -12,9 +11,7 @@ import (
 
 	"github.com/devvm/devvm/launcher/backend"
 	"github.com/devvm/devvm/launcher/proc"
-	"github.com/devvm/devvm/launcher/sshx"
 	"github.com/devvm/devvm/launcher/state"
-	"golang.org/x/crypto/ssh"
 )
 
 // fakeServer starts a process whose command line carries marker, standing in
@@ -44,26 +41,26 @@ func fakeServer(t *testing.T, marker string) (proc.Identity, *exec.Cmd) {
 
 var testSpecs = []Spec{{Tag: "share0", Host: "/h", Guest: "/mnt/x"}, {Tag: "share1", Host: "/h/data", Guest: "/mnt/data"}}
 
-func TestStatusLines(t *testing.T) {
-	v := state.New(t.TempDir(), "x", "")
+func TestShareStatus(t *testing.T) {
+	v := state.New(t.TempDir(), "x", state.Dirs{})
 	id, _ := fakeServer(t, ServerFiles(v, "share0").Marker)
 	foreign := id
 	foreign.StartTicks++ // the same pid, but not the process devvm started
 	recs := []Served{{Tag: "share0", Guest: "/mnt/x", Identity: id}}
-	got := strings.Join(StatusLines(testSpecs, recs), "\n")
+	got := strings.Join(ShareStatus(testSpecs, recs), "\n")
 	want := "share /mnt/x: served over SSH by pid " + strconv.Itoa(id.PID) + "\nshare /mnt/data: DOWN (no server was started): run `devvm up` to restore"
 	if got != want {
 		t.Errorf("status lines:\n%s\nwant:\n%s", got, want)
 	}
 	recs[0].Identity = foreign
-	if got := StatusLines(testSpecs, recs); len(got) != 2 || !strings.HasPrefix(got[0], "share /mnt/x: DOWN (server exited): run `devvm up` to restore") {
+	if got := ShareStatus(testSpecs, recs); len(got) != 2 || !strings.HasPrefix(got[0], "share /mnt/x: DOWN (server exited): run `devvm up` to restore") {
 		t.Errorf("a server whose pid is now another process is reported as %q", got)
 	}
 }
 
 // TestStopServersNeedsProof: only a server proven to be ours is signalled.
 func TestStopServersNeedsProof(t *testing.T) {
-	v := state.New(t.TempDir(), "x", "")
+	v := state.New(t.TempDir(), "x", state.Dirs{})
 	ui := &backend.UI{Err: io.Discard}
 	id, cmd := fakeServer(t, ServerFiles(v, "share0").Marker)
 	foreign := id
@@ -75,32 +72,5 @@ func TestStopServersNeedsProof(t *testing.T) {
 	StopServers(context.Background(), ui, []Served{{Tag: "share0", Guest: "/mnt/x", Identity: id}})
 	if v := proc.Check(id); v.State == proc.Alive {
 		t.Fatalf("StopServers returned but its server (pid %d) still runs: %v", id.PID, v)
-	}
-}
-
-// TestTargetArgs: the flags carry every part of a target through a jump
-// host, and targets they cannot carry are refused.
-func TestTargetArgs(t *testing.T) {
-	jump := &sshx.Target{Addr: "hv:22", User: "root", Key: &sshx.Key{PrivatePath: "/k/hv"}, UseAgent: true, KnownHosts: "/kh/hv"}
-	tg := sshx.Target{Addr: "10.0.0.2:22", User: "dev", Key: &sshx.Key{PrivatePath: "/k/devvm"}, UseAgent: true,
-		KnownHosts: "/kh/vm", HostKeyAlias: "devvm-vm1", Jump: jump, Auth: make([]ssh.AuthMethod, 1),
-		Ciphers: []string{"chacha20-poly1305@openssh.com", "aes128-ctr"}}
-	got, err := TargetArgs(tg, []string{"/k/hv"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := []string{"--addr", "10.0.0.2:22", "--user", "dev", "--known-hosts", "/kh/vm", "--key", "/k/devvm",
-		"--host-key-alias", "devvm-vm1", "--agent", "--ciphers", "chacha20-poly1305@openssh.com,aes128-ctr", "--extra-key", "/k/hv",
-		"--jump-addr", "hv:22", "--jump-user", "root", "--jump-known-hosts", "/kh/hv", "--jump-key", "/k/hv", "--jump-agent"}
-	if !slices.Equal(got, want) {
-		t.Errorf("TargetArgs:\n%q\nwant\n%q", got, want)
-	}
-	if _, err := TargetArgs(tg, nil); err == nil {
-		t.Errorf("an Auth method without its key file was accepted")
-	}
-	tg.Auth = nil
-	tg.Jump = &sshx.Target{Addr: "hv:22", Jump: jump}
-	if _, err := TargetArgs(tg, nil); err == nil {
-		t.Errorf("a jump through another jump was accepted")
 	}
 }

@@ -1,0 +1,129 @@
+package project
+
+import (
+	"context"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+
+	"github.com/devvm/devvm/launcher/backend"
+	"github.com/devvm/devvm/launcher/hostenv"
+	"github.com/devvm/devvm/launcher/vmfile"
+)
+
+func repoRoot() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
+}
+
+// testEnv is a host environment rooted in temp dirs, with the stand-in
+// guix (tests/standin/guix, which follows the real contract) on PATH.
+func testEnv(t testing.TB) (*hostenv.Env, string) {
+	t.Helper()
+	base := t.TempDir()
+	env := hostenv.FromOS()
+	env.DataDir = filepath.Join(base, "data")
+	env.StateDir = filepath.Join(base, "state")
+	rt, err := os.MkdirTemp("", "dvu")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(rt) })
+	env.RuntimeDir = rt
+	log := filepath.Join(base, "guix.log")
+	kernel := filepath.Join(base, "vmlinuz")
+	os.WriteFile(kernel, []byte("kernel"), 0o644)
+	t.Setenv("DEVVM_STANDIN_LOG", log)
+	t.Setenv("DEVVM_STANDIN_STORE", filepath.Join(base, "store"))
+	t.Setenv("DEVVM_TEST_KERNEL", kernel)
+	t.Setenv("DEVVM_TEST_INITRD", kernel)
+	standin := filepath.Join(repoRoot(), "tests", "standin")
+	env.LookPath = func(name string) (string, error) {
+		if name == "guix" {
+			return filepath.Join(standin, "guix"), nil
+		}
+		return exec.LookPath(name)
+	}
+	env.Command = func(ctx context.Context, name string, args ...string) *exec.Cmd {
+		if name == "guix" {
+			name = filepath.Join(standin, "guix")
+		}
+		return exec.CommandContext(ctx, name, args...)
+	}
+	return env, log
+}
+
+func quietUI() *backend.UI { return &backend.UI{Err: io.Discard} }
+
+func newCheckout(t testing.TB, env *hostenv.Env, files map[string]string) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "qbuf")
+	os.MkdirAll(dir, 0o755)
+	for name, text := range files {
+		os.WriteFile(filepath.Join(dir, name), []byte(text), 0o644)
+	}
+	if err := Init(context.Background(), env, quietUI(), InitOptions{Dir: dir}); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+func guixRuns(log string) int {
+	b, _ := os.ReadFile(log)
+	return strings.Count(string(b), "system vm")
+}
+
+func TestInit(t *testing.T) {
+	env, _ := testEnv(t)
+	dir := newCheckout(t, env, map[string]string{
+		"manifest.scm": `(specifications->manifest '("cmake"))`,
+		".gitignore":   "build/",
+	})
+	vf, err := vmfile.Load(dir)
+	if err != nil {
+		t.Fatalf("the Vmfile init wrote does not load: %v", err)
+	}
+	if vf.Name != "qbuf" || vf.Shares[0].Guest != "/mnt/qbuf" || vf.SSH.Port != 10022 || vf.Guix.Manifest != "manifest.scm" {
+		t.Errorf("init's Vmfile: %+v", vf)
+	}
+	cfg, _ := os.ReadFile(filepath.Join(dir, "dev-vm.scm"))
+	for _, want := range []string{`(load "manifest.scm")`, `(device "share0")`, `(mount-point "/mnt/qbuf")`, `(mount-may-fail? #t)`,
+		`(password-authentication? #f)`, "%qemu-static-networking", "NOPASSWD"} {
+		if !strings.Contains(string(cfg), want) {
+			t.Errorf("dev-vm.scm lacks %s", want)
+		}
+	}
+	ch, _ := os.ReadFile(filepath.Join(dir, "channels.scm"))
+	if !strings.Contains(string(ch), "230aa373f315f247852ee07dff34146e9b480aec") {
+		t.Errorf("channels.scm is not the pinned default:\n%s", ch)
+	}
+	// devvm keeps no state in the checkout: nothing to ignore.
+	if gi, _ := os.ReadFile(filepath.Join(dir, ".gitignore")); string(gi) != "build/" {
+		t.Errorf(".gitignore: %q", gi)
+	}
+	if _, err := os.Stat(filepath.Join(dir, ".devvm")); err == nil {
+		t.Errorf("init made a .devvm in the checkout")
+	}
+
+	// A second init keeps the user's edits; --force rewrites.
+	os.WriteFile(filepath.Join(dir, "dev-vm.scm"), []byte(";; mine\n"), 0o644)
+	if err := Init(context.Background(), env, quietUI(), InitOptions{Dir: dir}); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, "dev-vm.scm")); string(b) != ";; mine\n" {
+		t.Error("init overwrote dev-vm.scm without --force")
+	}
+	if err := Init(context.Background(), env, quietUI(), InitOptions{Dir: dir, Force: true}); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, "dev-vm.scm")); string(b) == ";; mine\n" {
+		t.Error("--force did not rewrite dev-vm.scm")
+	}
+	if err := Init(context.Background(), env, quietUI(), InitOptions{Dir: dir, Template: "nope"}); err == nil || !strings.Contains(err.Error(), "default") {
+		t.Errorf("unknown template: %v", err)
+	}
+}

@@ -11,7 +11,6 @@ import (
 	"strings"
 	"syscall"
 	"testing"
-
 )
 
 // ninepFS matches the 9p file-system of a share in the default dev-vm.scm.

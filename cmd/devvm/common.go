@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -11,6 +12,7 @@ import (
 	"github.com/devvm/devvm/launcher/backend"
 	"github.com/devvm/devvm/launcher/backends"
 	"github.com/devvm/devvm/launcher/hostenv"
+	"github.com/devvm/devvm/launcher/machine"
 	"github.com/devvm/devvm/launcher/vmfile"
 	"github.com/urfave/cli/v2"
 	"golang.org/x/term"
@@ -104,4 +106,23 @@ var timeoutFlag = func(def time.Duration, usage string) *cli.DurationFlag {
 // usageError marks bad command-line use (exit status 2).
 func usageError(format string, a ...any) error {
 	return cli.Exit(fmt.Sprintf(format, a...), 2)
+}
+
+// stopOrphans is halt's and destroy's answer to a Vmfile that does not
+// load: the VMs devvm recorded for the checkout are still stopped (and,
+// with remove, destroyed) by their records, and loadErr is reported after.
+func stopOrphans(c *cli.Context, loadErr error, remove bool) error {
+	var ve *vmfile.Error
+	if !errors.As(loadErr, &ve) {
+		return loadErr
+	}
+	dir, err := checkoutDir(c)
+	if err != nil {
+		return loadErr
+	}
+	n, err := machine.StopOrphans(c.Context, hostenv.FromOS(), newUI(), dir, c.Duration("timeout"), remove)
+	if err != nil || n == 0 {
+		return errors.Join(loadErr, err)
+	}
+	return fmt.Errorf("%w\n(the VMs devvm recorded for this checkout were stopped anyway; fix the Vmfile before `devvm up`)", loadErr)
 }

@@ -18,7 +18,7 @@ func destroyCommand() *cli.Command {
 		Action: func(c *cli.Context) error {
 			b, _, _, err := open(c)
 			if err != nil {
-				return err
+				return stopOrphans(c, err, true)
 			}
 			return b.Destroy(c.Context, machineArgs(c, b), backend.DestroyOptions{Force: c.Bool("force"), Yes: c.Bool("yes"), GC: c.Bool("gc")})
 		},

@@ -17,7 +17,7 @@ func haltCommand() *cli.Command {
 		Action: func(c *cli.Context) error {
 			b, _, _, err := open(c)
 			if err != nil {
-				return err
+				return stopOrphans(c, err, false)
 			}
 			return b.Halt(c.Context, machineArgs(c, b), backend.HaltOptions{Force: c.Bool("force"), Timeout: c.Duration("timeout")})
 		},

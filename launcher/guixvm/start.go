@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -76,7 +75,7 @@ func (d *Driver) Start(ctx context.Context, m *machine.Machine, b *machine.Build
 // startForeground runs QEMU on this terminal; the record's wait ends with it.
 func (d *Driver) startForeground(m *machine.Machine, rec *machine.Record) (*machine.Record, error) {
 	d.ui.Printf("starting QEMU (%s) in the foreground: Ctrl-a x quits, Ctrl-a h for help", rec.Accel)
-	cmd := exec.Command(rec.Argv[0], rec.Argv[1:]...)
+	cmd := d.env.Command(context.Background(), rec.Argv[0], rec.Argv[1:]...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("starting QEMU: %w", err)

@@ -470,12 +470,22 @@ func TestMigrateLegacy(t *testing.T) {
 	if b, _ := os.ReadFile(sentinel); string(b) != "keep" {
 		t.Errorf("migration wrote through a link")
 	}
-	// A .devvm that is itself a link is removed, its target untouched.
+	// After the first use, a .devvm in the checkout (the guest's doing) is
+	// never read: a forged record in it changes nothing.
+	os.MkdirAll(legacy, 0o755)
+	os.WriteFile(filepath.Join(legacy, "disk-new.qcow2"), []byte("planted"), 0o644)
+	mg.Status(context.Background(), nil)
+	if _, err := os.Stat(m.VM.Disk("new")); err == nil {
+		t.Errorf("a disk planted after the first use was taken in")
+	}
+	// A .devvm that is itself a link, at a first use, is removed; its
+	// target is untouched.
+	mg2, _, _ := newFake(t)
 	target := t.TempDir()
 	os.WriteFile(filepath.Join(target, "x"), nil, 0o600)
-	os.Symlink(target, filepath.Join(mg.vf.Dir, ".devvm"))
-	mg.Status(context.Background(), nil)
-	if _, err := os.Lstat(filepath.Join(mg.vf.Dir, ".devvm")); !errors.Is(err, os.ErrNotExist) {
+	os.Symlink(target, filepath.Join(mg2.vf.Dir, ".devvm"))
+	mg2.Status(context.Background(), nil)
+	if _, err := os.Lstat(filepath.Join(mg2.vf.Dir, ".devvm")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("a linked .devvm was kept")
 	}
 	if _, err := os.Stat(filepath.Join(target, "x")); err != nil {
@@ -484,3 +494,27 @@ func TestMigrateLegacy(t *testing.T) {
 }
 
 var _ io.Writer = (*syncBuf)(nil)
+
+// TestStopOrphans: with the Vmfile broken, halt and destroy still stop the
+// recorded process of the checkout's VM (and only that one).
+func TestStopOrphans(t *testing.T) {
+	mg, _, out := newFake(t)
+	if err := mg.Up(context.Background(), nil, backend.UpOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	id := *mustRecord(t, mg).Process
+	n, err := StopOrphans(context.Background(), mg.env, mg.ui, "/some/other/checkout", time.Second, true)
+	if err != nil || n != 0 || proc.Exited(id) {
+		t.Fatalf("another checkout's orphans: %d %v", n, err)
+	}
+	n, err = StopOrphans(context.Background(), mg.env, mg.ui, mg.vf.Dir, 3*time.Second, true)
+	if err != nil || n != 1 {
+		t.Fatalf("StopOrphans: %d %v\n%s", n, err, out)
+	}
+	if !proc.Exited(id) {
+		t.Errorf("the orphan still runs")
+	}
+	if _, err := os.Stat(mg.ms["vm"].VM.Dir()); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("destroy of an orphan left its state")
+	}
+}

@@ -23,9 +23,11 @@ type Adopter interface {
 	Adopt(m *Machine, id proc.Identity, argv []string) (*Record, error)
 }
 
-// migrate takes over a machine's legacy <checkout>/.devvm/<name>/ once:
-// devvm kept its state there, where the guest can write, so nothing in it
-// is trusted. A running process is adopted only when /proc proves it is the
+// migrate takes over a machine's legacy <checkout>/.devvm/<name>/ on the
+// machine's first use by this devvm (its state directory does not exist
+// yet); later, a .devvm in the checkout is the guest's or someone else's
+// doing and is never read. devvm kept its state there, where the guest can
+// write, so nothing in it is trusted. A running process is adopted only when /proc proves it is the
 // machine's (the marker devvm derives), persistent disks move (their
 // backing file is checked at every boot), and everything else (records,
 // keys, logs, GC roots) is dropped: the next `up` rebuilds the record from
@@ -39,6 +41,9 @@ func (mg *Manager) migrate(m *Machine) error {
 	}
 	if err != nil {
 		return err
+	}
+	if _, err := os.Lstat(m.VM.Dir()); err == nil {
+		return nil
 	}
 	if st.Mode()&os.ModeSymlink != 0 || !st.IsDir() {
 		mg.ui.Printf("removing %s: devvm's state no longer lives in the checkout (and never behind a link)", root)

@@ -152,7 +152,7 @@ func (l *local) Start(ctx context.Context, m *machine.Machine, b *machine.Build,
 	if l.env.KVM().Usable {
 		rec.Accel = "kvm"
 	}
-	cmd := exec.Command(run)
+	cmd := l.env.Command(context.Background(), run)
 	cmd.Dir = m.VM.Dir()
 	if fg {
 		l.ui.Printf("$ cd %s && %s   (the VM stops when this command ends)", m.VM.Dir(), run)
@@ -179,7 +179,7 @@ func (l *local) Start(ctx context.Context, m *machine.Machine, b *machine.Build,
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }() // reap it while devvm lives
 	marker, _ := l.Identity(m)
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := l.env.Now().Add(30 * time.Second)
 	for {
 		select {
 		case err := <-exited:
@@ -191,7 +191,7 @@ func (l *local) Start(ctx context.Context, m *machine.Machine, b *machine.Build,
 			rec.Process, rec.Started = &id, l.env.Now()
 			break
 		}
-		if time.Now().After(deadline) {
+		if l.env.Now().After(deadline) {
 			return nil, fmt.Errorf("%s (pid %d) did not exec its hypervisor (%v); it is left running: stop it yourself", run, cmd.Process.Pid, err)
 		}
 		time.Sleep(50 * time.Millisecond)
@@ -244,7 +244,7 @@ func (l *local) Stops(m *machine.Machine, rec *machine.Record) []machine.Stop {
 		l.ui.Printf("$ cd %s && %s </dev/null", m.VM.Dir(), shutdown)
 		sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
-		cmd := exec.CommandContext(sctx, shutdown)
+		cmd := l.env.Command(sctx, shutdown)
 		cmd.Dir = m.VM.Dir()
 		if out, err := cmd.CombinedOutput(); err != nil {
 			return fmt.Errorf("%v: %s", err, strings.TrimSpace(string(out)))

@@ -6,6 +6,7 @@ import (
 	"context"
 	"net"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -66,6 +67,9 @@ func guixChecks(ctx context.Context, env *hostenv.Env, vf *vmfile.Vmfile) []Chec
 	} else {
 		add(Check{Name: "gc-roots", Detail: "no /var/guix/profiles/per-user/<you> directory: GC roots of builds stay in " + env.StateDir + ", which an unprivileged guix-daemon cannot read (then `guix gc` may collect a VM's closure)",
 			Fix: "run any guix command once (guix-daemon creates the per-user directory), then `devvm up` again"})
+	}
+	if vf != nil && env.GCRootsDir != "" {
+		add(timeMachineCache(vf, filepath.Dir(env.GCRootsDir), env.Now()))
 	}
 	guixCmd := "guix"
 	if vf != nil && vf.Guix.Command != "" {

@@ -33,3 +33,15 @@ func TestDoctor(t *testing.T) {
 		t.Errorf("kvm: %+v", c)
 	}
 }
+
+// TestInferiorKey: the cache entry name of Guix 1.5.0's own pin, as
+// cached-channel-instance computes it (52 base32 characters).
+func TestInferiorKey(t *testing.T) {
+	k := InferiorKey([]string{"230aa373f315f247852ee07dff34146e9b480aec"})
+	if len(k) != 52 || strings.Trim(k, "abcdefghijklmnopqrstuvwxyz234567") != "" {
+		t.Fatalf("key %q", k)
+	}
+	if k == InferiorKey([]string{"230aa373f315f247852ee07dff34146e9b480aed"}) {
+		t.Errorf("keys of different commits collide")
+	}
+}

@@ -128,7 +128,7 @@ func TestLifecycle(t *testing.T) {
 	w.ok("up")
 	marker := w.marker(name)
 	r = w.ok("destroy", "-f", "--yes", "--gc")
-	if !strings.Contains(r.stderr, "guix gc freed") {
+	if !strings.Contains(r.stderr, "garbage collection freed") {
 		t.Errorf("destroy --gc did not report the space freed:\n%s", r.stderr)
 	}
 	if got := processesWith(marker); len(got) != 0 {

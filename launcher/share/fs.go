@@ -24,7 +24,13 @@
 // chown to a different owner fails with EPERM, and a chown to the current owner
 // succeeds); mknod is refused with EPERM; extended attributes are not supported
 // (EOPNOTSUPP); POSIX locks are granted without being taken on the host (the
-// same as QEMU's 9p server), so they only matter inside the guest.
+// same as QEMU's 9p server), so they only matter inside the guest, and
+// Tgetlock reports no conflicting lock.
+//
+// Requests that p9.Server handles without calling into this file
+// (Txattrcreate, Txattrwalk, Tgetlock, msize and read counts, walk lengths,
+// concurrent opens of one fid, requests in flight) are policed by the guard
+// in guard.go: serve a connection with Serve, never with p9.Server directly.
 package share
 
 import (
@@ -55,8 +61,7 @@ type Options struct {
 const v9fsMagic = 0x01021997
 
 // Attacher opens root with os.OpenRoot and returns a p9.Attacher serving it
-// and an io.Closer that closes the root. Serve it with
-// p9.NewServer(att).Handle(conn, conn).
+// and an io.Closer that closes the root. Serve it with Serve(att, conn).
 func Attacher(root string, opts Options) (p9.Attacher, io.Closer, error) {
 	r, err := os.OpenRoot(root)
 	if err != nil {
@@ -902,7 +907,8 @@ func (fl *file) GetXattr(string) ([]byte, error) { return nil, linux.EOPNOTSUPP 
 func (fl *file) ListXattrs() ([]string, error) { return nil, linux.EOPNOTSUPP }
 
 // Lock implements p9.File.Lock. Like QEMU's 9p server, locks are granted
-// without taking a host lock (see the package comment).
+// without taking a host lock (see the package comment); the guard answers
+// Tgetlock to match (getlockReply).
 func (fl *file) Lock(int, p9.LockType, p9.LockFlags, uint64, uint64, string) (p9.LockStatus, error) {
 	return p9.LockStatusOK, nil
 }

@@ -649,7 +649,8 @@ func TestOpenTwiceOnOneFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	before := openFDs(t)
+	path := filepath.Join(l.root, "f")
+	before := openFDs(t, path)
 	_, f, err := rf.Walk([]string{"f"})
 	if err != nil {
 		t.Fatal(err)
@@ -680,11 +681,11 @@ func TestOpenTwiceOnOneFile(t *testing.T) {
 	if n, err := f.ReadAt(buf, 0); string(buf[:n]) != "content" {
 		t.Fatalf("read after open: %q, %v", buf[:n], err)
 	}
-	if got := openFDs(t); got != before+1 {
+	if got := openFDs(t, path); got != before+1 {
 		t.Fatalf("%d descriptors open with the file open, want %d", got, before+1)
 	}
 	f.Close()
-	if got := openFDs(t); got != before {
+	if got := openFDs(t, path); got != before {
 		t.Fatalf("%d descriptors open after close, %d before: leaked", got, before)
 	}
 }
@@ -696,7 +697,8 @@ func TestConcurrentOpenOneFid(t *testing.T) {
 	l := newLayout(t)
 	writeFile(t, filepath.Join(l.root, "f"), "content")
 	root := serve(t, l.root, Options{}, 64<<10)
-	before := openFDs(t)
+	path := filepath.Join(l.root, "f")
+	before := openFDs(t, path)
 	for round := range 20 {
 		_, f, err := root.Walk([]string{"f"})
 		if err != nil {
@@ -728,13 +730,17 @@ func TestConcurrentOpenOneFid(t *testing.T) {
 		if n, err := f.ReadAt(buf, 0); string(buf[:n]) != "content" {
 			t.Fatalf("read after open: %q, %v", buf[:n], err)
 		}
+		if got := openFDs(t, path); got != before+1 {
+			t.Fatalf("round %d: %d descriptors open on the file, want %d", round, got, before+1)
+		}
 		if err := f.Close(); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if got := openFDs(t); got != before {
+	if got := openFDs(t, path); got != before {
 		t.Fatalf("%d descriptors open after the clunks, %d before: leaked", got, before)
 	}
+	t.Logf("descriptors on the file: %d before, %d after 20 rounds of 8 concurrent opens", before, openFDs(t, path))
 }
 
 // TestXattrRefused: Txattrcreate and Txattrwalk are refused with EOPNOTSUPP
@@ -943,5 +949,59 @@ func TestReaddirMemoryBounded(t *testing.T) {
 	// 32 KiB getdents buffer and ten entries; the whole listing is ~2 MB.
 	if alloc := ms.TotalAlloc - before; alloc > 256<<10 {
 		t.Fatalf("one Readdir of 4096 bytes allocated %d bytes", alloc)
+	}
+}
+
+// TestInFlightBounded pipelines three times maxInFlight Treads of 64 KiB
+// without reading the replies: the server stops taking requests once
+// maxInFlight are being handled (the rest stay unread in its socket), and
+// carries on as the replies are read.
+func TestInFlightBounded(t *testing.T) {
+	l := newLayout(t)
+	const msize = 64 << 10
+	must(t, os.WriteFile(filepath.Join(l.root, "big"), bytes.Repeat([]byte{'x'}, msize), 0o644))
+	r, g, sc := serveRawGuard(t, l.root, msize)
+	r.walkOpen(1, "big")
+	const n, reqSize = 3 * maxInFlight, hdrLen + 16
+	for i := range n {
+		r.send(uint16(1000+i), msgTread, le32(1), le64(0), le32(msize))
+	}
+	inflight := func() int {
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		return g.inflight
+	}
+	for {
+		unread, busy := unreadBytes(t, sc), inflight()
+		if busy > maxInFlight {
+			t.Fatalf("%d requests in flight, more than %d", busy, maxInFlight)
+		}
+		if unread == 0 {
+			t.Fatalf("the server took all %d requests while none of the replies was read", n)
+		}
+		if busy == maxInFlight {
+			t.Logf("%d requests in flight, %d of %d still unread in the socket", busy, unread/reqSize, n)
+			break
+		}
+		time.Sleep(time.Millisecond) // waiting for a state, not timing it
+	}
+	seen := map[uint16]bool{}
+	for range n {
+		var hdr [hdrLen]byte
+		if _, err := io.ReadFull(r.c, hdr[:]); err != nil {
+			t.Fatal(err)
+		}
+		tag := binary.LittleEndian.Uint16(hdr[5:7])
+		body := make([]byte, binary.LittleEndian.Uint32(hdr[0:4])-hdrLen)
+		if _, err := io.ReadFull(r.c, body); err != nil {
+			t.Fatal(err)
+		}
+		if hdr[4] != msgTread+1 || seen[tag] || tag < 1000 || tag >= 1000+n {
+			t.Fatalf("reply type %d tag %d (seen before: %v)", hdr[4], tag, seen[tag])
+		}
+		seen[tag] = true
+	}
+	if got := unreadBytes(t, sc); got != 0 {
+		t.Fatalf("%d request bytes left unread after every reply", got)
 	}
 }

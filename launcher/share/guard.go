@@ -35,12 +35,26 @@ import (
 //     with EINVAL, the answer p9.Server gives to an open of an opened fid:
 //     p9.Server sets its "opened" flag outside its locks
 //     (p9/handlers.go:315-340), so two concurrent opens race in it.
+//   - At most maxInFlight requests are with p9.Server at a time. It starts a
+//     goroutine per request it receives while others are being handled
+//     (p9/server.go:506-513), each holding an msize buffer for a Tread and
+//     the payload of a Twrite: a guest that sends requests without reading
+//     the replies would otherwise pin memory without bound.
 func Serve(att p9.Attacher, conn io.ReadWriteCloser) {
+	newGuard(conn).serve(att)
+}
+
+func newGuard(conn io.ReadWriteCloser) *guard {
 	g := &guard{
 		conn:    conn,
 		opening: map[uint32]uint16{},
 		openTag: map[uint16]uint32{},
 	}
+	g.cond = sync.NewCond(&g.mu)
+	return g
+}
+
+func (g *guard) serve(att p9.Attacher) {
 	p9.NewServer(att).Handle(guardReader{g}, guardWriter{g})
 }
 
@@ -72,6 +86,11 @@ const (
 	maxWalkNames = 16
 	// lockTypeUnlck is P9_LOCK_TYPE_UNLCK.
 	lockTypeUnlck = 2
+	// maxInFlight bounds the requests p9.Server handles at once: with an
+	// msize of 1 MiB, 64 MiB of read buffers and as much of write payloads.
+	// The Linux client has one request per blocked guest thread (plus
+	// readahead) in flight; more wait in the socket.
+	maxInFlight = 64
 )
 
 // guard is the state of one connection's guard.
@@ -94,9 +113,12 @@ type guard struct {
 	wLocked bool  // sendMu held for the current reply
 	wErr    error // the connection failed: nothing more is written
 
-	mu      sync.Mutex
-	opening map[uint32]uint16 // fid -> tag of its Tlopen/Tlcreate in flight
-	openTag map[uint16]uint32 // the reverse
+	mu       sync.Mutex
+	cond     *sync.Cond        // on mu: inflight went down, or broken
+	inflight int               // requests passed to p9.Server not yet answered
+	broken   bool              // a reply could not be written
+	opening  map[uint32]uint16 // fid -> tag of its Tlopen/Tlcreate in flight
+	openTag  map[uint16]uint32 // the reverse
 }
 
 type guardReader struct{ g *guard }
@@ -126,6 +148,11 @@ func (r guardReader) Close() error { return r.g.conn.Close() }
 
 // next reads the next request's header and decides what p9.Server gets.
 func (g *guard) next() error {
+	g.mu.Lock()
+	for g.inflight >= maxInFlight && !g.broken {
+		g.cond.Wait()
+	}
+	g.mu.Unlock()
 	var hdr [hdrLen]byte
 	if _, err := io.ReadFull(g.conn, hdr[:]); err != nil {
 		return err
@@ -145,6 +172,7 @@ func (g *guard) next() error {
 	case !inspected(typ):
 		g.pending = hdr[:]
 		g.stream = int64(size - hdrLen)
+		g.forwarded()
 		return nil
 	}
 	msg := make([]byte, size)
@@ -156,7 +184,17 @@ func (g *guard) next() error {
 		return g.send(reply)
 	}
 	g.pending = msg
+	g.forwarded()
 	return nil
+}
+
+// forwarded counts a request passed to p9.Server, which answers every
+// request (p9/server.go:517-550) except one reusing a tag in flight, which
+// only a client breaking the protocol sends, to its own cost.
+func (g *guard) forwarded() {
+	g.mu.Lock()
+	g.inflight++
+	g.mu.Unlock()
 }
 
 func inspected(typ byte) bool {
@@ -226,10 +264,14 @@ func (g *guard) startOpen(tag uint16, fid uint32) []byte {
 	return nil
 }
 
-// replied notes that the reply for tag is being sent.
+// replied notes that p9.Server is sending the reply for tag.
 func (g *guard) replied(tag uint16) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	if g.inflight > 0 {
+		g.inflight--
+		g.cond.Signal()
+	}
 	if fid, ok := g.openTag[tag]; ok {
 		delete(g.openTag, tag)
 		delete(g.opening, fid)
@@ -287,10 +329,20 @@ func (g *guard) send(msg []byte) error {
 		return g.wErr
 	}
 	if _, err := g.conn.Write(msg); err != nil {
-		g.wErr = err
+		g.fail(err)
 		return err
 	}
 	return nil
+}
+
+// fail records that the connection cannot take replies any more (sendMu
+// held) and wakes the request side.
+func (g *guard) fail(err error) {
+	g.wErr = err
+	g.mu.Lock()
+	g.broken = true
+	g.cond.Broadcast()
+	g.mu.Unlock()
 }
 
 type guardWriter struct{ g *guard }
@@ -319,7 +371,7 @@ func (w guardWriter) Write(p []byte) (int, error) {
 		n, err := g.conn.Write(p[:k])
 		done += n
 		if err != nil {
-			g.wErr = err
+			g.fail(err)
 			g.release()
 			return done, err
 		}

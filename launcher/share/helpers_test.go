@@ -209,15 +209,24 @@ type rawConn struct {
 
 func serveRaw(tb testing.TB, root string, msize uint32) *rawConn {
 	tb.Helper()
+	r, _, _ := serveRawGuard(tb, root, msize)
+	return r
+}
+
+// serveRawGuard is serveRaw that also returns the guard and the server's end
+// of the socket pair.
+func serveRawGuard(tb testing.TB, root string, msize uint32) (*rawConn, *guard, net.Conn) {
+	tb.Helper()
 	att, closer, err := Attacher(root, Options{})
 	if err != nil {
 		tb.Fatal(err)
 	}
 	sc, cc := socketPair(tb)
+	g := newGuard(sc)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		Serve(att, sc)
+		g.serve(att)
 	}()
 	tb.Cleanup(func() {
 		cc.Close()
@@ -231,7 +240,7 @@ func serveRaw(tb testing.TB, root string, msize uint32) *rawConn {
 	}
 	r.msize = binary.LittleEndian.Uint32(body)
 	r.ok(r.rpc(104, le32(0), le32(^uint32(0)), pstr("root"), pstr(""), le32(^uint32(0)))) // Tattach
-	return r
+	return r, g, sc
 }
 
 // rpc sends one request made of parts and returns the reply's type and body.
@@ -315,12 +324,38 @@ func le32(v uint32) []byte { return binary.LittleEndian.AppendUint32(nil, v) }
 func le64(v uint64) []byte { return binary.LittleEndian.AppendUint64(nil, v) }
 func pstr(s string) []byte { return append(le16(uint16(len(s))), s...) }
 
-// openFDs counts this process's open file descriptors.
-func openFDs(tb testing.TB) int {
+// openFDs counts this process's descriptors open on the file at path (by
+// /proc/self/fd), so that descriptors other tests close in the background do
+// not count.
+func openFDs(tb testing.TB, path string) int {
 	tb.Helper()
 	ents, err := os.ReadDir("/proc/self/fd")
 	if err != nil {
 		tb.Fatal(err)
 	}
-	return len(ents)
+	n := 0
+	for _, e := range ents {
+		if target, err := os.Readlink(filepath.Join("/proc/self/fd", e.Name())); err == nil && target == path {
+			n++
+		}
+	}
+	return n
+}
+
+// unreadBytes is how many bytes wait unread in the receive queue of c.
+func unreadBytes(tb testing.TB, c net.Conn) int {
+	tb.Helper()
+	rc, err := c.(syscall.Conn).SyscallConn()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var n int
+	var ierr error
+	if err := rc.Control(func(fd uintptr) { n, ierr = unix.IoctlGetInt(int(fd), unix.SIOCINQ) }); err != nil {
+		tb.Fatal(err)
+	}
+	if ierr != nil {
+		tb.Fatalf("SIOCINQ: %v", ierr)
+	}
+	return n
 }

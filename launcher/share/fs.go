@@ -24,7 +24,13 @@
 // chown to a different owner fails with EPERM, and a chown to the current owner
 // succeeds); mknod is refused with EPERM; extended attributes are not supported
 // (EOPNOTSUPP); POSIX locks are granted without being taken on the host (the
-// same as QEMU's 9p server), so they only matter inside the guest.
+// same as QEMU's 9p server), so they only matter inside the guest, and
+// Tgetlock reports no conflicting lock.
+//
+// Requests that p9.Server handles without calling into this file
+// (Txattrcreate, Txattrwalk, Tgetlock, msize and read counts, walk lengths,
+// concurrent opens of one fid, requests in flight) are policed by the guard
+// in guard.go: serve a connection with Serve, never with p9.Server directly.
 package share
 
 import (
@@ -32,6 +38,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path"
 	"strings"
@@ -54,8 +61,7 @@ type Options struct {
 const v9fsMagic = 0x01021997
 
 // Attacher opens root with os.OpenRoot and returns a p9.Attacher serving it
-// and an io.Closer that closes the root. Serve it with
-// p9.NewServer(att).Handle(conn, conn).
+// and an io.Closer that closes the root. Serve it with Serve(att, conn).
 func Attacher(root string, opts Options) (p9.Attacher, io.Closer, error) {
 	r, err := os.OpenRoot(root)
 	if err != nil {
@@ -231,14 +237,25 @@ type file struct {
 
 	typ p9.FileMode // file type at walk time (lstat)
 
-	// Set by Open/Create, which the server calls at most once, before any
-	// ReadAt/WriteAt/Readdir/FSync.
+	// openMu guards f, set once by Open (or at Create). p9.Server checks
+	// that a fid is not opened twice, but it reads its "opened" flag under a
+	// shared lock and sets it only after Open returns (hugelgupf/p9 v0.4.1
+	// p9/handlers.go:315-340), so two concurrent Tlopen on one fid both reach
+	// Open; the second must be refused here, or its descriptor would replace
+	// (and leak) the first.
+	openMu sync.Mutex
 	f      *os.File
 	dirMu  sync.Mutex // serializes Readdir on f
-	opened bool
 }
 
 var _ p9.File = (*file)(nil)
+
+// handle returns the open descriptor, or nil before Open.
+func (fl *file) handle() *os.File {
+	fl.openMu.Lock()
+	defer fl.openMu.Unlock()
+	return fl.f
+}
 
 func (fl *file) relPath() string {
 	fl.mu.Lock()
@@ -302,8 +319,8 @@ func (fl *file) WalkGetAttr(names []string) ([]p9.QID, p9.File, p9.AttrMask, p9.
 
 // stat returns fstat of the open file, or lstat of the path.
 func (fl *file) stat() (*syscall.Stat_t, error) {
-	if fl.f != nil {
-		fi, err := fl.f.Stat()
+	if f := fl.handle(); f != nil {
+		fi, err := f.Stat()
 		if err != nil {
 			return nil, fl.fs.errno(err)
 		}
@@ -377,8 +394,16 @@ func writes(flags int) bool {
 }
 
 // Open implements p9.File.Open. Only regular files and directories can be
-// opened; symlink fids are refused (the server refuses them too).
+// opened; symlink fids are refused (the server refuses them too). A fid is
+// opened at most once: a second Open fails with EINVAL, the error p9.Server
+// itself gives for a fid already open (hugelgupf/p9 v0.4.1
+// p9/handlers.go:321-323), and keeps the first descriptor.
 func (fl *file) Open(mode p9.OpenFlags) (p9.QID, uint32, error) {
+	fl.openMu.Lock()
+	defer fl.openMu.Unlock()
+	if fl.f != nil {
+		return p9.QID{}, 0, linux.EINVAL
+	}
 	flags := openFlags(mode)
 	if fl.fs.readOnly && writes(flags) {
 		return p9.QID{}, 0, linux.EROFS
@@ -415,52 +440,60 @@ func (fl *file) Open(mode p9.OpenFlags) (p9.QID, uint32, error) {
 		f.Close()
 		return p9.QID{}, 0, linux.ESTALE
 	}
-	fl.f, fl.opened = f, true
+	fl.f = f
 	return fl.fs.qid(st), 0, nil
 }
 
-// ReadAt implements p9.File.ReadAt.
+// ReadAt implements p9.File.ReadAt. A negative offset (a 9P offset of 2^63
+// or more) is EINVAL, as pread(2) gives.
 func (fl *file) ReadAt(p []byte, offset int64) (int, error) {
-	if fl.f == nil {
+	f := fl.handle()
+	switch {
+	case f == nil:
 		return 0, linux.EBADF
-	}
-	if fl.typ.IsDir() {
+	case fl.typ.IsDir():
 		return 0, linux.EISDIR
+	case offset < 0:
+		return 0, linux.EINVAL
 	}
-	n, err := fl.f.ReadAt(p, offset)
+	n, err := f.ReadAt(p, offset)
 	if err != nil && !errors.Is(err, io.EOF) {
 		return n, fl.fs.errno(err)
 	}
 	return n, err
 }
 
-// WriteAt implements p9.File.WriteAt.
+// WriteAt implements p9.File.WriteAt. A negative offset is EINVAL, as
+// pwrite(2) gives.
 func (fl *file) WriteAt(p []byte, offset int64) (int, error) {
-	if fl.fs.readOnly {
+	f := fl.handle()
+	switch {
+	case fl.fs.readOnly:
 		return 0, linux.EROFS
-	}
-	if fl.f == nil {
+	case f == nil:
 		return 0, linux.EBADF
-	}
-	if fl.typ.IsDir() {
+	case fl.typ.IsDir():
 		return 0, linux.EISDIR
+	case offset < 0:
+		return 0, linux.EINVAL
 	}
-	n, err := fl.f.WriteAt(p, offset)
+	n, err := f.WriteAt(p, offset)
 	return n, fl.fs.errno(err)
 }
 
 // FSync implements p9.File.FSync.
 func (fl *file) FSync() error {
-	if fl.f == nil {
+	f := fl.handle()
+	if f == nil {
 		return nil
 	}
-	return fl.fs.errno(fl.f.Sync())
+	return fl.fs.errno(f.Sync())
 }
 
 // Close implements p9.File.Close.
 func (fl *file) Close() error {
-	if fl.f != nil {
-		return fl.f.Close()
+	if f := fl.handle(); f != nil {
+		return f.Close()
 	}
 	return nil
 }
@@ -543,7 +576,7 @@ func (fl *file) Create(name string, flags p9.OpenFlags, perm p9.FileMode, uid p9
 		fl.fs.root.Remove(rel)
 		return nil, p9.QID{}, 0, fl.fs.errno(err)
 	}
-	nf := &file{fs: fl.fs, path: rel, typ: p9.ModeRegular, f: f, opened: true}
+	nf := &file{fs: fl.fs, path: rel, typ: p9.ModeRegular, f: f}
 	return nf, fl.fs.qid(st), 0, nil
 }
 
@@ -775,8 +808,8 @@ func (fl *file) truncate(rel string, size uint64) error {
 	case size > 1<<63-1:
 		return linux.EFBIG
 	}
-	if fl.f != nil {
-		if err := fl.f.Truncate(int64(size)); err == nil {
+	if f := fl.handle(); f != nil {
+		if err := f.Truncate(int64(size)); err == nil {
 			return nil
 		} else if !errors.Is(err, syscall.EBADF) && !errors.Is(err, syscall.EINVAL) {
 			return fl.fs.errno(err)
@@ -874,63 +907,71 @@ func (fl *file) GetXattr(string) ([]byte, error) { return nil, linux.EOPNOTSUPP 
 func (fl *file) ListXattrs() ([]string, error) { return nil, linux.EOPNOTSUPP }
 
 // Lock implements p9.File.Lock. Like QEMU's 9p server, locks are granted
-// without taking a host lock (see the package comment).
+// without taking a host lock (see the package comment); the guard answers
+// Tgetlock to match (getlockReply).
 func (fl *file) Lock(int, p9.LockType, p9.LockFlags, uint64, uint64, string) (p9.LockStatus, error) {
 	return p9.LockStatusOK, nil
 }
 
-// dirent is one raw directory entry.
-type dirent struct {
-	ino  uint64
-	typ  uint8 // DT_*
-	name string
-}
-
 // direntSize is the encoded size of a p9.Dirent: QID (13) + offset (8) +
 // type (1) + string length (2) + name.
-func direntSize(name string) int { return 13 + 8 + 1 + 2 + len(name) }
+func direntSize(name []byte) int { return 13 + 8 + 1 + 2 + len(name) }
 
 // Readdir implements p9.File.Readdir statelessly: every call lists the open
 // directory afresh (getdents from offset 0 on the descriptor obtained from the
 // root), skips "." and "..", and returns the entries from index offset, each
-// with Offset index+1, as many as fit in count bytes.
+// with Offset index+1, as many as fit in count bytes. Entries before offset
+// are counted, not kept, and listing stops once count is full, so a call
+// holds at most count bytes of entries however big the directory is.
 //
 // Dirent.Type carries the Linux DT_* value, which is what the Linux v9fs
 // client passes to userspace (QEMU's server does the same).
 func (fl *file) Readdir(offset uint64, count uint32) (p9.Dirents, error) {
-	if fl.f == nil || !fl.typ.IsDir() {
+	d := fl.handle()
+	switch {
+	case d == nil || !fl.typ.IsDir():
 		return nil, linux.ENOTDIR
+	case offset > math.MaxInt64:
+		// Not an offset this server hands out: a negative loff_t in the
+		// guest, which getdents(2) refuses with EINVAL too.
+		return nil, linux.EINVAL
 	}
 	fl.dirMu.Lock()
 	defer fl.dirMu.Unlock()
-	st, err := fstat(fl.f)
+	st, err := fstat(d)
 	if err != nil {
 		return nil, fl.fs.errno(err)
 	}
-	ents, err := readDirents(fl.f)
-	if err != nil {
-		return nil, fl.fs.errno(err)
-	}
-	if offset >= uint64(len(ents)) {
-		return nil, nil
-	}
-	var out p9.Dirents
-	used := 0
-	for i := offset; i < uint64(len(ents)); i++ {
-		e := ents[i]
-		sz := direntSize(e.name)
+	var (
+		out  p9.Dirents
+		used int
+		i    uint64
+		full bool
+	)
+	err = readDirents(d, func(ino uint64, typ uint8, name []byte) bool {
+		if i < offset {
+			i++
+			return true
+		}
+		sz := direntSize(name)
 		if used+sz > int(count) {
-			break
+			full = true
+			return false
 		}
 		used += sz
+		i++
 		out = append(out, p9.Dirent{
-			QID:    p9.QID{Type: dtQIDType(e.typ), Path: fl.fs.qidPath(uint64(st.Dev), e.ino)},
-			Offset: i + 1,
-			Type:   p9.QIDType(e.typ),
-			Name:   e.name,
+			QID:    p9.QID{Type: dtQIDType(typ), Path: fl.fs.qidPath(uint64(st.Dev), ino)},
+			Offset: i,
+			Type:   p9.QIDType(typ),
+			Name:   string(name),
 		})
+		return true
+	})
+	if err != nil {
+		return nil, fl.fs.errno(err)
 	}
-	if len(out) == 0 {
+	if full && len(out) == 0 {
 		return nil, linux.EINVAL // count cannot hold even one entry
 	}
 	return out, nil
@@ -946,11 +987,12 @@ func dtQIDType(dt uint8) p9.QIDType {
 	return p9.TypeRegular
 }
 
-// readDirents reads all entries of the open directory d from its start.
-func readDirents(d *os.File) ([]dirent, error) {
-	var ents []dirent
+// readDirents passes the entries of the open directory d, from its start, to
+// fn until fn returns false or the entries run out. name is only valid during
+// the call.
+func readDirents(d *os.File, fn func(ino uint64, typ uint8, name []byte) bool) error {
 	buf := make([]byte, 32<<10)
-	err := withFd(d, func(fd int) error {
+	return withFd(d, func(fd int) error {
 		if _, err := unix.Seek(fd, 0, io.SeekStart); err != nil {
 			return err
 		}
@@ -962,18 +1004,17 @@ func readDirents(d *os.File) ([]dirent, error) {
 			if err != nil {
 				return err
 			}
-			if n <= 0 {
+			if n <= 0 || !parseDirents(buf[:n], fn) {
 				return nil
 			}
-			ents = parseDirents(buf[:n], ents)
 		}
 	})
-	return ents, err
 }
 
 // parseDirents decodes struct linux_dirent64 records:
-// d_ino u64, d_off s64, d_reclen u16, d_type u8, d_name (NUL-terminated).
-func parseDirents(b []byte, ents []dirent) []dirent {
+// d_ino u64, d_off s64, d_reclen u16, d_type u8, d_name (NUL-terminated),
+// passing each entry but "." and ".." to fn. It reports false once fn has.
+func parseDirents(b []byte, fn func(ino uint64, typ uint8, name []byte) bool) bool {
 	const hdr = 19
 	for len(b) >= hdr {
 		reclen := int(binary.NativeEndian.Uint16(b[16:18]))
@@ -989,9 +1030,11 @@ func parseDirents(b []byte, ents []dirent) []dirent {
 				break
 			}
 		}
-		if s := string(name); s != "." && s != ".." && s != "" {
-			ents = append(ents, dirent{ino: binary.NativeEndian.Uint64(rec[0:8]), typ: rec[18], name: s})
+		if len(name) > 0 && string(name) != "." && string(name) != ".." {
+			if !fn(binary.NativeEndian.Uint64(rec[0:8]), rec[18], name) {
+				return false
+			}
 		}
 	}
-	return ents
+	return true
 }

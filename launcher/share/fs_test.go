@@ -2,10 +2,12 @@ package share
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -628,5 +630,378 @@ func TestChownWithoutRootIsEPERM(t *testing.T) {
 	}
 	if fi, _ := os.Stat(p); fi.Sys().(*syscall.Stat_t).Uid != uid {
 		t.Fatal("owner changed")
+	}
+}
+
+// TestOpenTwiceOnOneFile calls Open concurrently on one server-side file, as
+// two concurrent Tlopen on one fid do (p9.Server checks its "opened" flag
+// under a shared lock and sets it after Open returns): one wins, the others
+// get EINVAL, and no descriptor is left behind.
+func TestOpenTwiceOnOneFile(t *testing.T) {
+	l := newLayout(t)
+	writeFile(t, filepath.Join(l.root, "f"), "content")
+	att, closer, err := Attacher(l.root, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closer.Close()
+	rf, err := att.Attach()
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(l.root, "f")
+	before := openFDs(t, path)
+	_, f, err := rf.Walk([]string{"f"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 16
+	errs := make(chan error, n)
+	start := make(chan struct{})
+	for range n {
+		go func() {
+			<-start
+			_, _, err := f.Open(p9.ReadOnly)
+			errs <- err
+		}()
+	}
+	close(start)
+	ok := 0
+	for range n {
+		if err := <-errs; err == nil {
+			ok++
+		} else {
+			wantErrno(t, "second open", err, linux.EINVAL)
+		}
+	}
+	if ok != 1 {
+		t.Fatalf("%d of %d concurrent opens succeeded, want 1", ok, n)
+	}
+	buf := make([]byte, 16)
+	if n, err := f.ReadAt(buf, 0); string(buf[:n]) != "content" {
+		t.Fatalf("read after open: %q, %v", buf[:n], err)
+	}
+	if got := openFDs(t, path); got != before+1 {
+		t.Fatalf("%d descriptors open with the file open, want %d", got, before+1)
+	}
+	f.Close()
+	if got := openFDs(t, path); got != before {
+		t.Fatalf("%d descriptors open after close, %d before: leaked", got, before)
+	}
+}
+
+// TestConcurrentOpenOneFid sends concurrent Tlopen on one fid through p9's
+// client: exactly one succeeds, the rest fail with EINVAL, and after the
+// clunk the server holds no more descriptors than before (run with -race).
+func TestConcurrentOpenOneFid(t *testing.T) {
+	l := newLayout(t)
+	writeFile(t, filepath.Join(l.root, "f"), "content")
+	root := serve(t, l.root, Options{}, 64<<10)
+	path := filepath.Join(l.root, "f")
+	before := openFDs(t, path)
+	for round := range 20 {
+		_, f, err := root.Walk([]string{"f"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		const n = 8
+		errs := make(chan error, n)
+		start := make(chan struct{})
+		for range n {
+			go func() {
+				<-start
+				_, _, err := f.Open(p9.ReadOnly)
+				errs <- err
+			}()
+		}
+		close(start)
+		ok := 0
+		for range n {
+			if err := <-errs; err == nil {
+				ok++
+			} else {
+				wantErrno(t, "concurrent open", err, linux.EINVAL)
+			}
+		}
+		if ok != 1 {
+			t.Fatalf("round %d: %d of %d concurrent opens succeeded, want 1", round, ok, n)
+		}
+		buf := make([]byte, 16)
+		if n, err := f.ReadAt(buf, 0); string(buf[:n]) != "content" {
+			t.Fatalf("read after open: %q, %v", buf[:n], err)
+		}
+		if got := openFDs(t, path); got != before+1 {
+			t.Fatalf("round %d: %d descriptors open on the file, want %d", round, got, before+1)
+		}
+		if err := f.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := openFDs(t, path); got != before {
+		t.Fatalf("%d descriptors open after the clunks, %d before: leaked", got, before)
+	}
+	t.Logf("descriptors on the file: %d before, %d after 20 rounds of 8 concurrent opens", before, openFDs(t, path))
+}
+
+// TestXattrRefused: Txattrcreate and Txattrwalk are refused with EOPNOTSUPP
+// and leave no fid behind, so no Twrite can fill an xattr buffer on the host.
+func TestXattrRefused(t *testing.T) {
+	l := newLayout(t)
+	writeFile(t, filepath.Join(l.root, "f"), "x")
+	r := serveRaw(t, l.root, 64<<10)
+	r.ok(r.rpc(msgTwalk, twalkBody(0, 1, "f")))
+
+	// Txattrcreate fid[4] name[s] attr_size[8] flags[4], then Twrite
+	// fid[4] offset[8] count[4] data: the write finds no pending xattr.
+	typ, body := r.rpc(msgTxattrcreate, le32(1), pstr("user.big"), le64(1<<40), le32(0))
+	if e := replyErrno(typ, body); e != linux.EOPNOTSUPP {
+		t.Fatalf("Txattrcreate: reply type %d errno %v, want EOPNOTSUPP", typ, e)
+	}
+	data := bytes.Repeat([]byte{'a'}, 32<<10)
+	typ, body = r.rpc(118, le32(1), le64(0), le32(uint32(len(data))), data)
+	if e := replyErrno(typ, body); e != linux.EINVAL {
+		t.Fatalf("Twrite after a refused Txattrcreate: reply type %d errno %v, want EINVAL (fid not open)", typ, e)
+	}
+	if got := takeSnapshot(t, filepath.Join(l.root, "f")); string(got.data) != "x" {
+		t.Fatalf("file changed: %q", got.data)
+	}
+
+	// Txattrwalk fid[4] newfid[4] name[s], for one name and for the list.
+	for _, name := range []string{"user.x", ""} {
+		typ, body := r.rpc(msgTxattrwalk, le32(1), le32(2), pstr(name))
+		if e := replyErrno(typ, body); e != linux.EOPNOTSUPP {
+			t.Fatalf("Txattrwalk %q: reply type %d errno %v, want EOPNOTSUPP", name, typ, e)
+		}
+		typ, body = r.rpc(120, le32(2)) // Tclunk
+		if e := replyErrno(typ, body); e != linux.EBADF {
+			t.Fatalf("Tclunk of the xattr fid: reply type %d errno %v, want EBADF (never created)", typ, e)
+		}
+	}
+}
+
+// TestGetlockUnlocked: Tgetlock says "unlocked", echoing the range, even
+// after a Tlock on the same range was granted (locks are not taken on the
+// host, so none can conflict), which is what fcntl(F_GETLK) needs.
+func TestGetlockUnlocked(t *testing.T) {
+	l := newLayout(t)
+	writeFile(t, filepath.Join(l.root, "f"), "x")
+	r := serveRaw(t, l.root, 64<<10)
+	r.walkOpen(1, "f")
+
+	// Tlock fid[4] type[1] flags[4] start[8] length[8] proc_id[4] client_id[s]
+	lock := r.ok(r.rpc(52, le32(1), []byte{1}, le32(0), le64(10), le64(20), le32(42), pstr("guest")))
+	if len(lock) != 1 || lock[0] != 0 {
+		t.Fatalf("Rlock %v, want status 0 (success)", lock)
+	}
+	// Tgetlock fid[4] type[1] start[8] length[8] proc_id[4] client_id[s]
+	req := [][]byte{le32(1), []byte{1}, le64(10), le64(20), le32(42), pstr("guest")}
+	typ, body := r.rpc(msgTgetlock, req...)
+	if typ != msgRgetlock {
+		t.Fatalf("Tgetlock: reply type %d (errno %v), want Rgetlock", typ, replyErrno(typ, body))
+	}
+	want := append([]byte{lockTypeUnlck}, bytes.Join(req[2:], nil)...)
+	if !bytes.Equal(body, want) {
+		t.Fatalf("Rgetlock body %v, want %v", body, want)
+	}
+	// A client_id longer than the message is refused.
+	typ, body = r.rpc(msgTgetlock, le32(1), []byte{1}, le64(0), le64(0), le32(1), le16(100), []byte("short"))
+	if e := replyErrno(typ, body); e != linux.EINVAL {
+		t.Fatalf("truncated Tgetlock: reply type %d errno %v, want EINVAL", typ, e)
+	}
+}
+
+// TestRepliesFitMsize: at msize 8 KiB, a Tread or Treaddir asking for far
+// more than msize gets a reply no larger than msize (rawConn.recv checks),
+// as full as msize allows; an msize above 1 MiB is lowered to 1 MiB.
+func TestRepliesFitMsize(t *testing.T) {
+	l := newLayout(t)
+	const msize = 8 << 10
+	big := bytes.Repeat([]byte("0123456789abcdef"), 1<<16) // 1 MiB
+	must(t, os.WriteFile(filepath.Join(l.root, "big"), big, 0o644))
+	must(t, os.Mkdir(filepath.Join(l.root, "dir"), 0o755))
+	for i := range 2000 {
+		writeFile(t, filepath.Join(l.root, "dir", fmt.Sprintf("entry-%04d", i)), "")
+	}
+	r := serveRaw(t, l.root, msize)
+	if r.msize != msize {
+		t.Fatalf("negotiated msize %d, want %d", r.msize, msize)
+	}
+	r.walkOpen(1, "big")
+	for _, count := range []uint32{msize - ioHdrLen, msize, 1 << 20, 4 << 20} {
+		body := r.ok(r.rpc(msgTread, le32(1), le64(0), le32(count)))
+		if n := binary.LittleEndian.Uint32(body); n != msize-ioHdrLen || !bytes.Equal(body[4:], big[:n]) {
+			t.Fatalf("Tread count %d: %d bytes, want the first %d of the file", count, n, msize-ioHdrLen)
+		}
+	}
+	r.walkOpen(2, "dir")
+	for _, count := range []uint32{msize, 1 << 20} {
+		body := r.ok(r.rpc(msgTreaddir, le32(2), le64(0), le32(count)))
+		if n := binary.LittleEndian.Uint32(body); n < msize-ioHdrLen-300 {
+			t.Fatalf("Treaddir count %d: %d bytes of entries, want close to %d", count, n, msize-ioHdrLen)
+		}
+	}
+
+	if r := serveRaw(t, l.root, 8<<20); r.msize != guardMaxMsize {
+		t.Fatalf("msize 8 MiB negotiated as %d, want %d", r.msize, guardMaxMsize)
+	}
+
+	// Through p9's client: large reads and a readdir count of 1 MiB.
+	root := serve(t, l.root, Options{}, msize)
+	f := walk(t, root, "big")
+	if _, _, err := f.Open(p9.ReadOnly); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, len(big))
+	if n, err := f.ReadAt(got, 0); n != len(big) || !bytes.Equal(got, big) {
+		t.Fatalf("read %d of %d bytes (%v)", n, len(big), err)
+	}
+	d := walk(t, root, "dir")
+	if _, _, err := d.Open(p9.ReadOnly); err != nil {
+		t.Fatal(err)
+	}
+	if ents := readAllDir(t, d, 1<<20); len(ents) != 2000 {
+		t.Fatalf("listed %d entries with count 1 MiB, want 2000", len(ents))
+	}
+}
+
+// TestNegativeOffsets: 9P offsets of 2^63 and more are negative file offsets:
+// EINVAL for reads, writes and readdir, as pread, pwrite and getdents give.
+func TestNegativeOffsets(t *testing.T) {
+	l := newLayout(t)
+	writeFile(t, filepath.Join(l.root, "f"), "content")
+	must(t, os.Mkdir(filepath.Join(l.root, "d"), 0o755))
+	root := serve(t, l.root, Options{}, 64<<10)
+	f := walk(t, root, "f")
+	if _, _, err := f.Open(p9.ReadWrite); err != nil {
+		t.Fatal(err)
+	}
+	_, err := f.ReadAt(make([]byte, 4), -1)
+	wantErrno(t, "read at -1", err, linux.EINVAL)
+	_, err = f.WriteAt([]byte("x"), -1<<63)
+	wantErrno(t, "write at -2^63", err, linux.EINVAL)
+	d := walk(t, root, "d")
+	if _, _, err := d.Open(p9.ReadOnly); err != nil {
+		t.Fatal(err)
+	}
+	_, err = d.Readdir(1<<63, 4096)
+	wantErrno(t, "readdir at 2^63", err, linux.EINVAL)
+	if got := takeSnapshot(t, filepath.Join(l.root, "f")); string(got.data) != "content" {
+		t.Fatalf("file changed: %q", got.data)
+	}
+}
+
+// TestWalkNameLimit: a Twalk of more than 16 names (MAXWELEM) is EINVAL even
+// where the path exists; 16 names walk.
+func TestWalkNameLimit(t *testing.T) {
+	l := newLayout(t)
+	names := make([]string, maxWalkNames+1)
+	p := l.root
+	for i := range names {
+		names[i] = fmt.Sprint("d", i)
+		p = filepath.Join(p, names[i])
+		must(t, os.Mkdir(p, 0o755))
+	}
+	r := serveRaw(t, l.root, 64<<10)
+	body := r.ok(r.rpc(msgTwalk, twalkBody(0, 1, names[:maxWalkNames]...)))
+	if n := binary.LittleEndian.Uint16(body); n != maxWalkNames {
+		t.Fatalf("walk of %d names returned %d QIDs", maxWalkNames, n)
+	}
+	typ, body := r.rpc(msgTwalk, twalkBody(0, 2, names...))
+	if e := replyErrno(typ, body); e != linux.EINVAL {
+		t.Fatalf("walk of %d names: reply type %d errno %v, want EINVAL", len(names), typ, e)
+	}
+}
+
+// TestReaddirMemoryBounded: a Readdir far into a big directory allocates
+// about its count, not the whole listing (before, every call collected every
+// entry: a guest could make each Treaddir hold a whole huge directory).
+func TestReaddirMemoryBounded(t *testing.T) {
+	l := newLayout(t)
+	const n = 20000
+	for i := range n {
+		writeFile(t, filepath.Join(l.root, fmt.Sprintf("a-rather-long-file-name-to-list-%05d", i)), "")
+	}
+	att, closer, err := Attacher(l.root, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closer.Close()
+	rf, err := att.Attach()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, d, err := rf.Walk(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if _, _, err := d.Open(p9.ReadOnly); err != nil {
+		t.Fatal(err)
+	}
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	before := ms.TotalAlloc
+	ents, err := d.Readdir(n-10, 4096)
+	runtime.ReadMemStats(&ms)
+	if err != nil || len(ents) != 10 {
+		t.Fatalf("readdir near the end: %d entries, %v", len(ents), err)
+	}
+	// 32 KiB getdents buffer and ten entries; the whole listing is ~2 MB.
+	if alloc := ms.TotalAlloc - before; alloc > 256<<10 {
+		t.Fatalf("one Readdir of 4096 bytes allocated %d bytes", alloc)
+	}
+}
+
+// TestInFlightBounded pipelines three times maxInFlight Treads of 64 KiB
+// without reading the replies: the server stops taking requests once
+// maxInFlight are being handled (the rest stay unread in its socket), and
+// carries on as the replies are read.
+func TestInFlightBounded(t *testing.T) {
+	l := newLayout(t)
+	const msize = 64 << 10
+	must(t, os.WriteFile(filepath.Join(l.root, "big"), bytes.Repeat([]byte{'x'}, msize), 0o644))
+	r, g, sc := serveRawGuard(t, l.root, msize)
+	r.walkOpen(1, "big")
+	const n, reqSize = 3 * maxInFlight, hdrLen + 16
+	for i := range n {
+		r.send(uint16(1000+i), msgTread, le32(1), le64(0), le32(msize))
+	}
+	inflight := func() int {
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		return g.inflight
+	}
+	for {
+		unread, busy := unreadBytes(t, sc), inflight()
+		if busy > maxInFlight {
+			t.Fatalf("%d requests in flight, more than %d", busy, maxInFlight)
+		}
+		if unread == 0 {
+			t.Fatalf("the server took all %d requests while none of the replies was read", n)
+		}
+		if busy == maxInFlight {
+			t.Logf("%d requests in flight, %d of %d still unread in the socket", busy, unread/reqSize, n)
+			break
+		}
+		time.Sleep(time.Millisecond) // waiting for a state, not timing it
+	}
+	seen := map[uint16]bool{}
+	for range n {
+		var hdr [hdrLen]byte
+		if _, err := io.ReadFull(r.c, hdr[:]); err != nil {
+			t.Fatal(err)
+		}
+		tag := binary.LittleEndian.Uint16(hdr[5:7])
+		body := make([]byte, binary.LittleEndian.Uint32(hdr[0:4])-hdrLen)
+		if _, err := io.ReadFull(r.c, body); err != nil {
+			t.Fatal(err)
+		}
+		if hdr[4] != msgTread+1 || seen[tag] || tag < 1000 || tag >= 1000+n {
+			t.Fatalf("reply type %d tag %d (seen before: %v)", hdr[4], tag, seen[tag])
+		}
+		seen[tag] = true
+	}
+	if got := unreadBytes(t, sc); got != 0 {
+		t.Fatalf("%d request bytes left unread after every reply", got)
 	}
 }

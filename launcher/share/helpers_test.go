@@ -2,7 +2,9 @@ package share
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -48,7 +50,7 @@ func serve(tb testing.TB, root string, opts Options, msize uint32) p9.File {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		p9.NewServer(att).Handle(sc, sc)
+		Serve(att, sc)
 	}()
 	cl, err := p9.NewClient(cc, p9.WithMessageSize(msize))
 	if err != nil {
@@ -192,4 +194,168 @@ func processUmask(tb testing.TB) string {
 	}
 	tb.Fatal("no Umask line in /proc/self/status")
 	return ""
+}
+
+// rawConn is a hand-written 9P2000.L client for the requests p9's client
+// cannot send (Tgetlock, Txattrcreate, Txattrwalk, counts beyond msize,
+// walks of more than 16 names), talking to Serve over a socket pair. Fid 0
+// is the attached root.
+type rawConn struct {
+	tb    testing.TB
+	c     net.Conn
+	tag   uint16
+	msize uint32 // from Rversion
+}
+
+func serveRaw(tb testing.TB, root string, msize uint32) *rawConn {
+	tb.Helper()
+	r, _, _ := serveRawGuard(tb, root, msize)
+	return r
+}
+
+// serveRawGuard is serveRaw that also returns the guard and the server's end
+// of the socket pair.
+func serveRawGuard(tb testing.TB, root string, msize uint32) (*rawConn, *guard, net.Conn) {
+	tb.Helper()
+	att, closer, err := Attacher(root, Options{})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	sc, cc := socketPair(tb)
+	g := newGuard(sc)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		g.serve(att)
+	}()
+	tb.Cleanup(func() {
+		cc.Close()
+		<-done
+		closer.Close()
+	})
+	r := &rawConn{tb: tb, c: cc}
+	typ, body := r.rpc(msgTversion, le32(msize), pstr("9P2000.L"))
+	if typ != msgTversion+1 {
+		tb.Fatalf("Tversion: reply type %d", typ)
+	}
+	r.msize = binary.LittleEndian.Uint32(body)
+	r.ok(r.rpc(104, le32(0), le32(^uint32(0)), pstr("root"), pstr(""), le32(^uint32(0)))) // Tattach
+	return r, g, sc
+}
+
+// rpc sends one request made of parts and returns the reply's type and body.
+func (r *rawConn) rpc(typ byte, parts ...[]byte) (byte, []byte) {
+	r.tb.Helper()
+	r.tag++
+	r.send(r.tag, typ, parts...)
+	return r.recv(r.tag)
+}
+
+func (r *rawConn) send(tag uint16, typ byte, parts ...[]byte) {
+	r.tb.Helper()
+	msg := make([]byte, hdrLen)
+	for _, p := range parts {
+		msg = append(msg, p...)
+	}
+	binary.LittleEndian.PutUint32(msg[0:4], uint32(len(msg)))
+	msg[4] = typ
+	binary.LittleEndian.PutUint16(msg[5:7], tag)
+	if _, err := r.c.Write(msg); err != nil {
+		r.tb.Fatalf("send type %d: %v", typ, err)
+	}
+}
+
+// recv reads one reply, which must carry tag and fit in msize.
+func (r *rawConn) recv(tag uint16) (byte, []byte) {
+	r.tb.Helper()
+	var hdr [hdrLen]byte
+	if _, err := io.ReadFull(r.c, hdr[:]); err != nil {
+		r.tb.Fatalf("reading a reply: %v", err)
+	}
+	size := binary.LittleEndian.Uint32(hdr[0:4])
+	if r.msize != 0 && size > r.msize {
+		r.tb.Fatalf("reply type %d of %d bytes exceeds msize %d", hdr[4], size, r.msize)
+	}
+	if got := binary.LittleEndian.Uint16(hdr[5:7]); got != tag {
+		r.tb.Fatalf("reply tag %d, want %d", got, tag)
+	}
+	body := make([]byte, size-hdrLen)
+	if _, err := io.ReadFull(r.c, body); err != nil {
+		r.tb.Fatalf("reading a reply body: %v", err)
+	}
+	return hdr[4], body
+}
+
+// ok fails unless the reply is a success.
+func (r *rawConn) ok(typ byte, body []byte) []byte {
+	r.tb.Helper()
+	if typ == msgRlerror {
+		r.tb.Fatalf("unexpected error reply: %v", linux.Errno(binary.LittleEndian.Uint32(body)))
+	}
+	return body
+}
+
+// errno returns the error of an Rlerror reply, 0 for any other reply.
+func replyErrno(typ byte, body []byte) linux.Errno {
+	if typ != msgRlerror || len(body) < 4 {
+		return 0
+	}
+	return linux.Errno(binary.LittleEndian.Uint32(body))
+}
+
+// walkOpen walks fid 0 to names as newfid and opens it read-only.
+func (r *rawConn) walkOpen(newfid uint32, names ...string) {
+	r.tb.Helper()
+	r.ok(r.rpc(msgTwalk, twalkBody(0, newfid, names...)))
+	r.ok(r.rpc(msgTlopen, le32(newfid), le32(0)))
+}
+
+func twalkBody(fid, newfid uint32, names ...string) []byte {
+	b := append(le32(fid), le32(newfid)...)
+	b = append(b, le16(uint16(len(names)))...)
+	for _, n := range names {
+		b = append(b, pstr(n)...)
+	}
+	return b
+}
+
+func le16(v uint16) []byte { return binary.LittleEndian.AppendUint16(nil, v) }
+func le32(v uint32) []byte { return binary.LittleEndian.AppendUint32(nil, v) }
+func le64(v uint64) []byte { return binary.LittleEndian.AppendUint64(nil, v) }
+func pstr(s string) []byte { return append(le16(uint16(len(s))), s...) }
+
+// openFDs counts this process's descriptors open on the file at path (by
+// /proc/self/fd), so that descriptors other tests close in the background do
+// not count.
+func openFDs(tb testing.TB, path string) int {
+	tb.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	n := 0
+	for _, e := range ents {
+		if target, err := os.Readlink(filepath.Join("/proc/self/fd", e.Name())); err == nil && target == path {
+			n++
+		}
+	}
+	return n
+}
+
+// unreadBytes is how many bytes wait unread in the receive queue of c.
+func unreadBytes(tb testing.TB, c net.Conn) int {
+	tb.Helper()
+	rc, err := c.(syscall.Conn).SyscallConn()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var n int
+	var ierr error
+	if err := rc.Control(func(fd uintptr) { n, ierr = unix.IoctlGetInt(int(fd), unix.SIOCINQ) }); err != nil {
+		tb.Fatal(err)
+	}
+	if ierr != nil {
+		tb.Fatalf("SIOCINQ: %v", ierr)
+	}
+	return n
 }

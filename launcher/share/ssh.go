@@ -198,7 +198,7 @@ func (s *Server) run(ctx context.Context, att p9.Attacher) {
 	// Handle returns when the connection ends: guest unmount, the SSH
 	// connection dropping (x/crypto closes all forwarded channels), Close or
 	// ctx.
-	p9.NewServer(att).Handle(conn, conn)
+	Serve(att, conn)
 }
 
 // accept returns the first connection that presents the nonce. Connections

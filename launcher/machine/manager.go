@@ -214,9 +214,9 @@ func (mg *Manager) observe(ctx context.Context, m *Machine) (observed, error) {
 // never touches a process.
 func (mg *Manager) forget(m *Machine) {
 	for _, f := range []string{m.VM.Record(), m.VM.Pidfile()} {
-		removeFile(f)
+		os.Remove(f)
 	}
-	removeAllIn(m.VM.RuntimeDir())
+	os.RemoveAll(m.VM.RuntimeDir())
 }
 
 // cleanStale drops a stale record (under the machine's lock) and says why.

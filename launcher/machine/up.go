@@ -136,20 +136,26 @@ func (mg *Manager) up(ctx context.Context, m *Machine, opts backend.UpOptions) e
 	case backend.Broken:
 		return mg.errNotRunning(m, o)
 	}
-	mg.cleanStale(ctx, m, o)
-	if err := mg.d.Preflight(ctx, m); err != nil {
-		return err
-	}
-	b, err := mg.build(ctx, m, opts.BuildOptions)
+	b, err := mg.prepareBoot(ctx, m, o, opts.BuildOptions)
 	if err != nil {
 		return err
 	}
 	return mg.boot(ctx, m, b, opts.Timeout, true)
 }
 
+// prepareBoot readies a stopped machine for a boot: its stale record goes,
+// the driver's early checks pass, and its build is current.
+func (mg *Manager) prepareBoot(ctx context.Context, m *Machine, o observed, opts backend.BuildOptions) (*Build, error) {
+	mg.cleanStale(ctx, m, o)
+	if err := mg.d.Preflight(ctx, m); err != nil {
+		return nil, err
+	}
+	return mg.build(ctx, m, opts)
+}
+
 // boot starts b detached, records it, and waits until it is ready.
 func (mg *Manager) boot(ctx context.Context, m *Machine, b *Build, timeout time.Duration, fresh bool) error {
-	removeFile(m.VM.ConsoleLog())
+	os.Remove(m.VM.ConsoleLog())
 	rec, err := mg.d.Start(ctx, m, b, false)
 	if err != nil {
 		return err
@@ -288,11 +294,7 @@ func (mg *Manager) upForeground(ctx context.Context, m *Machine, opts backend.Up
 	if o.state != backend.Stopped {
 		return fmt.Errorf("VM %q is already running: `devvm halt %s` first", m.Name, m.Name)
 	}
-	mg.cleanStale(ctx, m, o)
-	if err := mg.d.Preflight(ctx, m); err != nil {
-		return err
-	}
-	b, err := mg.build(ctx, m, opts.BuildOptions)
+	b, err := mg.prepareBoot(ctx, m, o, opts.BuildOptions)
 	if err != nil {
 		return err
 	}
@@ -301,7 +303,7 @@ func (mg *Manager) upForeground(ctx context.Context, m *Machine, opts backend.Up
 	term := make(chan os.Signal, 1)
 	signal.Notify(term, syscall.SIGTERM, syscall.SIGHUP)
 	defer signal.Stop(term)
-	removeFile(m.VM.ConsoleLog())
+	os.Remove(m.VM.ConsoleLog())
 	rec, err := mg.d.Start(ctx, m, b, true)
 	if err != nil {
 		return err

@@ -10,12 +10,6 @@ import (
 	"syscall"
 )
 
-// removeFile removes a file devvm keeps (a link is removed, not followed).
-func removeFile(path string) { os.Remove(path) }
-
-// removeAllIn removes a directory devvm keeps and what is in it.
-func removeAllIn(dir string) { os.RemoveAll(dir) }
-
 func inode(st os.FileInfo) uint64 {
 	if s, ok := st.Sys().(*syscall.Stat_t); ok {
 		return s.Ino

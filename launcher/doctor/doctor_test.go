@@ -7,8 +7,11 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/devvm/devvm/launcher/hostenv"
+	"github.com/devvm/devvm/launcher/vmfile"
+	"golang.org/x/sys/unix"
 )
 
 func TestDoctor(t *testing.T) {
@@ -34,14 +37,43 @@ func TestDoctor(t *testing.T) {
 	}
 }
 
-// TestInferiorKey: the cache entry name of Guix 1.5.0's own pin, as
-// cached-channel-instance computes it (52 base32 characters).
+// TestInferiorKey: the cache entry names Guix 1.5.0 itself computes for
+// these commit lists (its own pin; two channels), printed by the real guile
+// of the real-Guix tier's chroot with (guix base32) and (gcrypt hash):
+// (bytevector->base32-string (sha256 (string->utf8 COMMITS))).
 func TestInferiorKey(t *testing.T) {
-	k := InferiorKey([]string{"230aa373f315f247852ee07dff34146e9b480aec"})
-	if len(k) != 52 || strings.Trim(k, "abcdefghijklmnopqrstuvwxyz234567") != "" {
-		t.Fatalf("key %q", k)
+	for _, c := range []struct {
+		commits []string
+		want    string
+	}{
+		{[]string{"230aa373f315f247852ee07dff34146e9b480aec"}, "xq64fz3gpvnyljkvyoc4tqc4vsoxcoipkx45jlrijiqamuhlzy5q"},
+		{[]string{"230aa373f315f247852ee07dff34146e9b480aec", "0123456789abcdef0123456789abcdef01234567"}, "5yhokhfcvgouzldylbzfdyj5lwinrfzlmzyk4gsqw7dxd27bft7q"},
+	} {
+		if got := InferiorKey(c.commits); got != c.want {
+			t.Errorf("InferiorKey(%v) = %s, want %s", c.commits, got, c.want)
+		}
 	}
-	if k == InferiorKey([]string{"230aa373f315f247852ee07dff34146e9b480aed"}) {
-		t.Errorf("keys of different commits collide")
+}
+
+// TestTimeMachineCache: cached, expired, and not yet cached pins.
+func TestTimeMachineCache(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "channels.scm"), []byte(`(list (channel (name 'guix) (url "https://git.guix.gnu.org/guix.git") (commit "230aa373f315f247852ee07dff34146e9b480aec")))`), 0o644)
+	vf := vmfile.Default(dir)
+	perUser := t.TempDir()
+	now := time.Date(2026, 12, 3, 0, 0, 0, 0, time.UTC)
+	if c := timeMachineCache(vf, perUser, now); c.OK || !strings.Contains(c.Detail, "not cached") || c.Fix == "" {
+		t.Errorf("no cache entry: %+v", c)
+	}
+	entry := filepath.Join(perUser, "inferiors", "xq64fz3gpvnyljkvyoc4tqc4vsoxcoipkx45jlrijiqamuhlzy5q")
+	os.MkdirAll(filepath.Dir(entry), 0o755)
+	os.Symlink("/gnu/store/x-profile", entry)
+	used := now.Add(-10 * 24 * time.Hour)
+	unix.Lutimes(entry, []unix.Timeval{unix.NsecToTimeval(used.UnixNano()), unix.NsecToTimeval(used.UnixNano())})
+	if c := timeMachineCache(vf, perUser, now); !c.OK || !strings.Contains(c.Detail, "offline-ready") || !strings.Contains(c.Detail, "expires 2026-12-23") {
+		t.Errorf("cached entry: %+v", c)
+	}
+	if c := timeMachineCache(vf, perUser, now.Add(25*24*time.Hour)); c.OK || !strings.Contains(c.Detail, "expired") {
+		t.Errorf("expired entry: %+v", c)
 	}
 }

@@ -2,6 +2,7 @@ package doctor
 
 import (
 	"crypto/sha256"
+	"encoding/base32"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -18,25 +19,12 @@ import (
 const inferiorTTL = 30 * 24 * time.Hour
 
 // InferiorKey is the name of the time-machine cache entry of a list of
-// channel commits: the RFC 4648-alphabet base32 (Guix's quintet order) of
-// the SHA-256 of the commits concatenated in channel order
-// (guix:guix/inferior.scm:909-916, guix/base32.scm:160-190).
+// channel commits: the SHA-256 of the commits concatenated in channel order,
+// in lower-case RFC 4648 base32 without padding (guix:guix/inferior.scm:909-916;
+// bytevector->base32-string, guix/base32.scm:65-97 and 188-190).
 func InferiorKey(commits []string) string {
 	sum := sha256.Sum256([]byte(strings.Join(commits, "")))
-	const chars = "abcdefghijklmnopqrstuvwxyz234567"
-	n := (len(sum)*8 + 4) / 5
-	out := make([]byte, n)
-	for i := 0; i < n; i++ {
-		v := 0
-		for b := 0; b < 5; b++ {
-			bit := i*5 + b
-			if bit/8 < len(sum) && sum[bit/8]>>(bit%8)&1 == 1 {
-				v |= 1 << b
-			}
-		}
-		out[i] = chars[v]
-	}
-	return string(out)
+	return strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(sum[:]))
 }
 
 // timeMachineCache checks whether `guix time-machine` has the Vmfile's

@@ -3,7 +3,7 @@ module github.com/devvm/devvm
 go 1.26.0
 
 require (
-	github.com/BurntSushi/toml v1.6.0
+	github.com/pelletier/go-toml/v2 v2.4.3
 	golang.org/x/sys v0.49.0
 )
 

@@ -31,11 +31,6 @@ func FuzzParse(f *testing.F) {
 	path := filepath.Join(dir, FileName)
 	f.Fuzz(func(t *testing.T, data []byte) {
 		lines := bytes.Count(data, []byte("\n")) + 1
-		for _, e := range scanKeys(data).entries {
-			if e.line < 1 || e.line > lines {
-				t.Fatalf("scanner put %s on line %d of %d", e.path, e.line, lines)
-			}
-		}
 		v, err := Parse(path, data)
 		if err != nil {
 			var e *Error
@@ -46,6 +41,11 @@ func FuzzParse(f *testing.F) {
 				t.Fatalf("bad error %#v", e)
 			}
 			return
+		}
+		for k, p := range v.index {
+			if p.line < 1 || p.line > lines || p.local {
+				t.Fatalf("index put %s on line %d of %d", k, p.line, lines)
+			}
 		}
 		checkInvariants(t, v)
 		if ents, err := os.ReadDir(dir); err != nil || len(ents) != 1 {

@@ -361,7 +361,11 @@ func (d *decoder) value(it *item, n *unstable.Node) error {
 		if n.Kind != unstable.String && n.Kind != unstable.Integer && n.Kind != unstable.Float {
 			return d.wrongType(it, tomlWords(n.Kind))
 		}
-		if err := it.v.Addr().Interface().(encoding.TextUnmarshaler).UnmarshalText(n.Data); err != nil {
+		text := n.Data
+		if n.Kind != unstable.String {
+			text = bytes.ReplaceAll(text, []byte("_"), nil)
+		}
+		if err := it.v.Addr().Interface().(encoding.TextUnmarshaler).UnmarshalText(text); err != nil {
 			return d.errorf(it.path, it.line, "%v", err)
 		}
 		return nil

@@ -3,8 +3,8 @@ package vmfile
 import (
 	"errors"
 	"fmt"
-	"net"
 	"io"
+	"net"
 	"os"
 	"path"
 	"path/filepath"
@@ -14,7 +14,6 @@ import (
 	"strings"
 	"syscall"
 	"time"
-
 )
 
 // Error is a problem with one key of a Vmfile.
@@ -266,7 +265,7 @@ func (v *Vmfile) applyDefaults(defined func(key string) bool) {
 			if mc.User == "" {
 				mc.User = v.SSH.User
 			}
-			if !defined(joinKey("microvm.machines", name)+".port") {
+			if !defined(joinKey("microvm.machines", name) + ".port") {
 				mc.Port = 22
 			}
 			m.Machines[name] = mc

@@ -617,3 +617,94 @@ func TestCheckFiles(t *testing.T) {
 		t.Errorf("microvm backend checks guix files: %v", err)
 	}
 }
+
+func TestGuixKeysAndDisk(t *testing.T) {
+	dir := t.TempDir()
+	v, err := parseIn(t, dir, "persistent = true\n[guix]\nload_path = [\".guix/modules\", \"/opt/guile\"]\ndisable_authentication = true\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v.Disk != DefaultDisk || v.Disk.Bytes() != 20<<30 || v.Disk.String() != "20G" {
+		t.Errorf("default disk = %s (%d bytes)", v.Disk, v.Disk.Bytes())
+	}
+	if !reflect.DeepEqual(v.Guix.LoadPath, []string{".guix/modules", "/opt/guile"}) || !v.Guix.DisableAuthentication {
+		t.Errorf("guix = %+v", v.Guix)
+	}
+	if got := v.Resolve(v.Guix.LoadPath[0]); got != filepath.Join(dir, ".guix/modules") {
+		t.Errorf("Resolve(load_path[0]) = %q", got)
+	}
+	for text, want := range map[string]Size{
+		"persistent = true\ndisk = \"40GiB\"\n": 40 * GiB,
+		"persistent = true\ndisk = 4096\n":      4 * GiB,
+		"disk = \"2G\"\npersistent = true\n":    2 * GiB,
+		"persistent = false\n":                  0,
+	} {
+		v, err := parseIn(t, dir, text)
+		if err != nil || v.Disk != want {
+			t.Errorf("%q: disk %s, %v; want %s", text, v.Disk, err, want)
+		}
+	}
+
+	// The load path must exist as directories before a build.
+	for _, f := range []string{"dev-vm.scm", "channels.scm"} {
+		if err := os.WriteFile(filepath.Join(dir, f), nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	v, err = parseIn(t, dir, "[guix]\nload_path = [\n  \".guix/modules\",\n]\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var e *Error
+	if err := v.CheckFiles(); !errors.As(err, &e) || e.Key != "guix.load_path[0]" || e.Line != 3 || !strings.Contains(e.Msg, "does not exist") {
+		t.Errorf("CheckFiles without .guix/modules: %v", err)
+	}
+	if err := os.MkdirAll(filepath.Join(dir, ".guix"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, ".guix/modules"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := v.CheckFiles(); !errors.As(err, &e) || !strings.Contains(e.Msg, "is not a directory") {
+		t.Errorf("CheckFiles with .guix/modules a file: %v", err)
+	}
+	os.Remove(filepath.Join(dir, ".guix/modules"))
+	if err := os.Mkdir(filepath.Join(dir, ".guix/modules"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := v.CheckFiles(); err != nil {
+		t.Errorf("CheckFiles: %v", err)
+	}
+}
+
+func TestValidateName(t *testing.T) {
+	for _, ok := range []string{"qbuf", "a", "my-project_2", strings.Repeat("a", 63)} {
+		if err := ValidateName(ok); err != nil {
+			t.Errorf("ValidateName(%q) = %v", ok, err)
+		}
+	}
+	for name, suggest := range map[string]string{"Bad Name!": "bad-name", "": "devvm", "-x": "x", strings.Repeat("a", 64): strings.Repeat("a", 63), "a.b": "a-b"} {
+		err := ValidateName(name)
+		if err == nil || !strings.Contains(err.Error(), "is not a valid VM name") || !strings.HasSuffix(err.Error(), "e.g. \""+suggest+"\"") {
+			t.Errorf("ValidateName(%q) = %v, want a suggestion of %q", name, err, suggest)
+		}
+	}
+}
+
+// Root (or a lowered net.ipv4.ip_unprivileged_port_start) may bind low
+// ports.
+func TestPrivilegedPortsAllowed(t *testing.T) {
+	defer func(f func() int) { unprivilegedPorts = f }(unprivilegedPorts)
+	unprivilegedPorts = func() int { return 0 }
+	v, err := parseIn(t, t.TempDir(), "[ssh]\nport = 22\n[[forward]]\nhost = 80\nguest = 80\n")
+	if err != nil || v.SSH.Port != 22 || v.Forwards[0].Host != 80 {
+		t.Errorf("as root: %+v, %v", v, err)
+	}
+	unprivilegedPorts = func() int { return 80 }
+	if _, err := parseIn(t, t.TempDir(), "[[forward]]\nhost = 80\nguest = 80\n"); err != nil {
+		t.Errorf("with ip_unprivileged_port_start = 80: %v", err)
+	}
+	if _, err := parseIn(t, t.TempDir(), "[[forward]]\nhost = 79\nguest = 80\n"); err == nil || !strings.Contains(err.Error(), "below 80") {
+		t.Errorf("port 79 with ip_unprivileged_port_start = 80: %v", err)
+	}
+}

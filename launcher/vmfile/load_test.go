@@ -467,7 +467,9 @@ func TestTemplate(t *testing.T) {
 		if strings.HasPrefix(l, "# More shares") {
 			break
 		}
-		if m := assign.FindStringSubmatch(l); m != nil && !strings.HasPrefix(m[1], "authorized_keys") && !strings.HasPrefix(m[1], "manifest") {
+		// Examples, not defaults: authorized_keys, manifest, load_path;
+		// disk only goes with persistent = true.
+		if m := assign.FindStringSubmatch(l); m != nil && !regexp.MustCompile(`^(authorized_keys|manifest|load_path|disk) `).MatchString(m[1]) {
 			l = m[1]
 		}
 		b.WriteString(l + "\n")

@@ -20,10 +20,10 @@ import (
 // types that fit, TOML's rules for defining keys and tables once. Only keys
 // devvm reads are kept, so the work per key is bounded by the depth of the
 // schema (at most five names), whatever the file holds: linear time and
-// memory on any input. The decoder's own go-toml Unmarshal is not used:
-// it matches names case-insensitively, and its strict mode and key
-// tracker search linearly per key and render the whole document per
-// error, which is quadratic on hostile input.
+// memory on any input. go-toml's own Unmarshal is not used: it matches
+// names case-insensitively, and its key tracker searches linearly per key
+// and its strict mode renders the whole document per unknown key, both
+// quadratic on hostile input.
 
 // keyPos is where the Vmfile (or Vmfile.local) sets a key or opens a table.
 type keyPos struct {

@@ -2,6 +2,7 @@ package vmfile
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -203,7 +204,8 @@ func allocated(t testing.TB, dir string, data []byte) uint64 {
 }
 
 // Memory is linear in the input, on inputs the old scanner took quadratic
-// memory for (no timing: allocated bytes are deterministic).
+// memory for (no timing: allocated bytes are deterministic). The old
+// scanner allocated 18 MB for 2 KB of nested arrays and 1.9 GB for 20 KB.
 func TestLinear(t *testing.T) {
 	dir := t.TempDir()
 	inputs := map[string]func(n int) []byte{
@@ -216,12 +218,20 @@ func TestLinear(t *testing.T) {
 		"many shares": func(n int) []byte {
 			return []byte(strings.Repeat("[[share]]\n", n/10))
 		},
+		"many machines": func(n int) []byte {
+			var b strings.Builder
+			for i := 0; b.Len() < n; i++ {
+				fmt.Fprintf(&b, "[microvm.machines.vm%d]\naddress = \"10.0.0.1\"\n", i)
+			}
+			return []byte(b.String())
+		},
 		"long array": func(n int) []byte {
 			return []byte("[ssh]\nauthorized_keys = [" + strings.Repeat("\"k\",", n/4) + "]\n")
 		},
 	}
 	for name, gen := range inputs {
 		small, large := allocated(t, dir, gen(20_000)), allocated(t, dir, gen(200_000))
+		t.Logf("%s: %d bytes allocated for 20 KB, %d for 200 KB", name, small, large)
 		if large > 20*small+1<<20 {
 			t.Errorf("%s: %d bytes for 20 KB, %d for 200 KB: not linear", name, small, large)
 		}

@@ -16,9 +16,9 @@ import (
 	"time"
 )
 
-// Error is a problem with one key of a Vmfile.
+// Error is a problem with one key of a Vmfile (or of Vmfile.local).
 type Error struct {
-	Path string // the Vmfile
+	Path string // the Vmfile, or the Vmfile.local that sets the key
 	Line int    // 0 when unknown
 	Key  string // e.g. "share[1].guest"; "" for syntax errors between keys
 	Msg  string

@@ -48,12 +48,12 @@ const (
 type item struct {
 	kind itemKind
 	line int
-	path string        // as errors name it: share[1].guest
-	bare string        // the same without indices: share.guest
-	t    reflect.Type  // the Go type of v
-	v    reflect.Value // settable
-	kids map[string]*item
-	last *item // kTables: the element [headers] now refer to
+	path string           // as errors name it: share[1].guest
+	bare string           // the same without indices: share.guest
+	t    reflect.Type     // the Go type of v
+	v    reflect.Value    // settable
+	kids map[string]*item // made on the first key: most tables have few
+	last *item            // kTables: the element [headers] now refer to
 }
 
 type decoder struct {
@@ -85,7 +85,7 @@ func decode(vf *Vmfile, file string, data []byte, local bool) (err error) {
 			d.nl = append(d.nl, int32(i))
 		}
 	}
-	d.root = &item{kind: kTable, t: vmfileType, v: reflect.ValueOf(vf).Elem(), kids: map[string]*item{}}
+	d.root = &item{kind: kTable, t: vmfileType, v: reflect.ValueOf(vf).Elem()}
 	d.cur = d.root
 	if vf.index == nil {
 		vf.index = map[string]keyPos{}
@@ -177,6 +177,9 @@ func (d *decoder) child(parent *item, name string, line int, kind itemKind) (*it
 			return nil, err
 		}
 	}
+	if parent.kids == nil {
+		parent.kids = map[string]*item{}
+	}
 	parent.kids[name] = it
 	d.record(it)
 	return it, nil
@@ -199,7 +202,6 @@ func (d *decoder) open(it *item, found string) error {
 	default:
 		return d.wrongType(it, found)
 	}
-	it.kids = map[string]*item{}
 	return nil
 }
 
@@ -208,13 +210,11 @@ func isTables(t reflect.Type) bool {
 	return t.Kind() == reflect.Slice && deref(t.Elem()).Kind() == reflect.Struct
 }
 
-// element appends an element to the list of tables it and returns it.
-func (d *decoder) element(it *item, line int, kind itemKind) (*item, error) {
-	n := it.v.Len()
-	it.v.Set(reflect.Append(it.v, reflect.Zero(it.t.Elem())))
-	e := &item{kind: kind, line: line, path: fmt.Sprintf("%s[%d]", it.path, n), bare: it.bare, t: it.t.Elem(), v: it.v.Index(n)}
+// element makes the item for element i of the list it.
+func (d *decoder) element(it *item, i, line int, kind itemKind) *item {
+	e := &item{kind: kind, line: line, path: it.path + "[" + strconv.Itoa(i) + "]", bare: it.bare, t: it.t.Elem(), v: it.v.Index(i)}
 	d.record(e)
-	return e, d.open(e, "a table")
+	return e
 }
 
 func (d *decoder) wrongType(it *item, found string) *Error {
@@ -287,7 +287,10 @@ func (d *decoder) header(e *unstable.Node) error {
 		}
 		switch {
 		case final && arr:
-			if it.last, err = d.element(it, line, kTable); err != nil {
+			n := it.v.Len()
+			it.v.Set(reflect.Append(it.v, reflect.Zero(it.t.Elem())))
+			it.last = d.element(it, n, line, kTable)
+			if err := d.open(it.last, "a table"); err != nil {
 				return err
 			}
 			cur = it.last
@@ -390,28 +393,15 @@ func (d *decoder) value(it *item, n *unstable.Node) error {
 		}
 		it.v.SetInt(i)
 	case reflect.Slice:
-		it.v.Set(reflect.MakeSlice(t, 0, 0))
+		count := 0
 		for c := n.Children(); c.Next(); {
+			count++
+		}
+		it.v.Set(reflect.MakeSlice(t, count, count))
+		i := 0
+		for c := n.Children(); c.Next(); i++ {
 			el := c.Node()
-			line := d.line(el, it.line)
-			if isTables(t) {
-				e, err := d.element(it, line, kValue)
-				if err == nil && el.Kind != unstable.InlineTable {
-					err = d.wrongType(e, tomlWords(el.Kind))
-				}
-				if err == nil {
-					err = d.inline(e, el)
-				}
-				if err != nil {
-					return err
-				}
-				continue
-			}
-			i := it.v.Len()
-			it.v.Set(reflect.Append(it.v, reflect.Zero(t.Elem())))
-			e := &item{kind: kValue, line: line, path: fmt.Sprintf("%s[%d]", it.path, i), bare: it.bare, t: t.Elem(), v: it.v.Index(i)}
-			d.record(e)
-			if err := d.value(e, el); err != nil {
+			if err := d.value(d.element(it, i, d.line(el, it.line), kValue), el); err != nil {
 				return err
 			}
 		}

@@ -145,18 +145,18 @@ func TestSizeCap(t *testing.T) {
 		big[i] = '\n'
 	}
 	_, err := parseIn(t, dir, string(big))
-	want := filepath.Join(dir, FileName) + ": the file is 1048577 bytes, more than the 1048576 (1 MiB) devvm reads"
+	want := filepath.Join(dir, FileName) + ": the file is 262145 bytes, more than the 262144 (256 KiB) devvm reads"
 	if err == nil || !strings.HasPrefix(err.Error(), want) {
-		t.Errorf("Parse of 1 MiB + 1: %v, want %q", err, want)
+		t.Errorf("Parse of the cap + 1: %v, want %q", err, want)
 	}
 	if _, err := parseIn(t, dir, string(big[:MaxFileSize])); err != nil {
-		t.Errorf("Parse of 1 MiB of newlines: %v", err)
+		t.Errorf("Parse of the cap in newlines: %v", err)
 	}
 	if err := os.WriteFile(filepath.Join(dir, FileName), big, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := Load(dir); err == nil || !strings.HasPrefix(err.Error(), want) {
-		t.Errorf("Load of 1 MiB + 1: %v, want %q", err, want)
+		t.Errorf("Load of the cap + 1: %v, want %q", err, want)
 	}
 }
 
@@ -248,16 +248,39 @@ func BenchmarkParseNested100K(b *testing.B) {
 	benchParse(b, data)
 }
 
-// BenchmarkParseCap parses 1 MiB (the cap) of valid keys: the largest
-// input Parse decodes.
-func BenchmarkParseCap(b *testing.B) {
-	var sb strings.Builder
-	sb.WriteString("[ssh]\nauthorized_keys = [\n")
-	for sb.Len() < MaxFileSize-100 {
-		sb.WriteString("  \"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAb me@host\",\n")
+// hostile are inputs of n bytes that make the decoder allocate the most
+// per byte (all of them refused).
+func hostile(n int) map[string][]byte {
+	var m strings.Builder
+	for i := 0; m.Len() < n-40; i++ {
+		fmt.Fprintf(&m, "[microvm.machines.v%d]\n", i)
 	}
-	sb.WriteString("]\n")
-	benchParse(b, []byte(sb.String()))
+	return map[string][]byte{
+		"empty strings": []byte("[ssh]\nauthorized_keys = [" + strings.Repeat("'',", n/3-10) + "]\n"),
+		"integers":      []byte("x = [" + strings.Repeat("1,", n/2-10) + "]\n"),
+		"[[share]]":     []byte(strings.Repeat("[[share]]\n", n/10)),
+		"inline shares": []byte("share = [" + strings.Repeat("{},", n/3-10) + "]\n"),
+		"machines":      []byte(m.String()),
+	}
+}
+
+// At the cap, the most hostile inputs allocate less than 100 MB in all
+// (so less at any moment).
+func TestCapMemory(t *testing.T) {
+	dir := t.TempDir()
+	for name, data := range hostile(MaxFileSize) {
+		a := allocated(t, dir, data)
+		t.Logf("%s: %d bytes in, %.1f MB allocated", name, len(data), float64(a)/(1<<20))
+		if a > 100<<20 {
+			t.Errorf("%s: %d bytes allocated for %d bytes of Vmfile", name, a, len(data))
+		}
+	}
+}
+
+// BenchmarkParseCap parses the input of TestCapMemory that allocates the
+// most: the largest work Parse does.
+func BenchmarkParseCap(b *testing.B) {
+	benchParse(b, hostile(MaxFileSize - 100)["inline shares"])
 }
 
 func benchParse(b *testing.B, data []byte) {
@@ -301,7 +324,7 @@ func BenchmarkLoad50MB(b *testing.B) {
 	b.ReportAllocs()
 	cpu := cpuTime()
 	for b.Loop() {
-		if _, err := Load(dir); err == nil || !strings.Contains(err.Error(), "more than the 1048576 (1 MiB) devvm reads") {
+		if _, err := Load(dir); err == nil || !strings.Contains(err.Error(), "more than the 262144 (256 KiB) devvm reads") {
 			b.Fatal(err)
 		}
 	}

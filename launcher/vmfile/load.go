@@ -94,7 +94,7 @@ func readFile(path string) ([]byte, error) {
 }
 
 func tooBig(path string, size int64) *Error {
-	return &Error{Path: path, Msg: fmt.Sprintf("the file is %d bytes, more than the %d (1 MiB) devvm reads: a Vmfile is a few kilobytes of TOML; check that this is the right file", size, MaxFileSize)}
+	return &Error{Path: path, Msg: fmt.Sprintf("the file is %d bytes, more than the %d (%d KiB) devvm reads: a Vmfile is a few kilobytes of TOML; check that this is the right file", size, MaxFileSize, MaxFileSize>>10)}
 }
 
 func unwrapPath(err error) error {

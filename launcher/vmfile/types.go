@@ -10,8 +10,11 @@ const FileName = "Vmfile"
 // (see LocalKeys).
 const LocalFileName = "Vmfile.local"
 
-// MaxFileSize is the largest Vmfile (or Vmfile.local) devvm reads.
-const MaxFileSize = 1 << 20
+// MaxFileSize is the largest Vmfile (or Vmfile.local) devvm reads: 70
+// times the Vmfile `devvm init` writes, and small enough that decoding the
+// most hostile file of that size allocates less than 100 MB
+// (TestCapMemory).
+const MaxFileSize = 256 << 10
 
 // Sizes of the persistent disk (key disk).
 const (

@@ -67,6 +67,7 @@ type decoder struct {
 	cur    *item    // the table key/value lines go to
 	resume int      // offset after the last complete expression
 	flush  []func() // store map entries once decoded
+	fields map[reflect.Type][]reflect.StructField
 }
 
 // decode reads data (the Vmfile, or Vmfile.local when local) into vf.
@@ -79,7 +80,7 @@ func decode(vf *Vmfile, file string, data []byte, local bool) (err error) {
 			err = &Error{Path: file, Msg: fmt.Sprintf("%v (%v): please report this as a devvm bug with the file attached", errDecoderCrash, r)}
 		}
 	}()
-	d := &decoder{vf: vf, file: file, local: local, data: data}
+	d := &decoder{vf: vf, file: file, local: local, data: data, fields: map[reflect.Type][]reflect.StructField{}}
 	for i, c := range data {
 		if c == '\n' {
 			d.nl = append(d.nl, int32(i))
@@ -113,7 +114,7 @@ func decode(vf *Vmfile, file string, data []byte, local bool) (err error) {
 	return nil
 }
 
-var errDecoderCrash = errors.New("the TOML parser crashed on this file")
+var errDecoderCrash = errors.New("decoding this file crashed devvm")
 
 // line returns the line of a node, or def when the node has no position
 // (arrays).
@@ -159,7 +160,11 @@ func (d *decoder) child(parent *item, name string, line int, kind itemKind) (*it
 	it := &item{kind: kind, line: line, path: joinKey(parent.path, name), bare: joinKey(parent.bare, name)}
 	switch parent.t.Kind() {
 	case reflect.Struct:
-		fields := tomlFields(parent.t)
+		fields, ok := d.fields[parent.t]
+		if !ok {
+			fields = tomlFields(parent.t)
+			d.fields[parent.t] = fields
+		}
 		i := fieldIndex(fields, name)
 		if i < 0 {
 			return nil, d.errorf(it.path, line, "%s", unknownKeyMessage(name, fields))
@@ -355,6 +360,11 @@ func tomlWords(k unstable.Kind) string {
 	return "a date/time"
 }
 
+// valueKinds are the TOML types of the Go kinds the Vmfile uses; tables
+// (structs, pointers to them, maps) take inline tables.
+var valueKinds = map[reflect.Kind]unstable.Kind{reflect.String: unstable.String, reflect.Int: unstable.Integer,
+	reflect.Bool: unstable.Bool, reflect.Slice: unstable.Array}
+
 // value decodes the value node n into it.
 func (d *decoder) value(it *item, n *unstable.Node) error {
 	t := it.t
@@ -373,8 +383,7 @@ func (d *decoder) value(it *item, n *unstable.Node) error {
 		}
 		return nil
 	}
-	want := map[reflect.Kind]unstable.Kind{reflect.String: unstable.String, reflect.Int: unstable.Integer,
-		reflect.Bool: unstable.Bool, reflect.Slice: unstable.Array}[t.Kind()]
+	want := valueKinds[t.Kind()]
 	if want == unstable.Invalid {
 		want = unstable.InlineTable
 	}

@@ -3,9 +3,9 @@ module github.com/devvm/devvm
 go 1.26.0
 
 require (
-	github.com/BurntSushi/toml v1.6.0
 	github.com/creack/pty v1.1.24
 	github.com/hugelgupf/p9 v0.4.1
+	github.com/pelletier/go-toml/v2 v2.4.3
 	github.com/shirou/gopsutil/v4 v4.26.10
 	github.com/urfave/cli/v2 v2.27.7
 	golang.org/x/crypto v0.58.0

@@ -6,7 +6,10 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
+
+	"github.com/pelletier/go-toml/v2"
 )
 
 // FuzzParse feeds arbitrary text to Parse. It must never panic, never
@@ -23,34 +26,60 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte("backend = \"microvm\"\n[microvm.machines.vm1]\naddress = \"10.1.0.2\"\n[microvm.remote]\ndestination = \"root@h\"\ncheckout = \"/r\"\n"))
 	f.Add([]byte("memory = 99999999999999999999999\ncpus = -9223372036854775808\n"))
 	f.Add([]byte("share = [{guest = \"/a\",\n tag = \"x\"},]\nssh = {port = 1}\n"))
+	f.Add([]byte("persistent = true\ndisk = \"40G\"\n[guix]\nload_path = [\".guix\"]\ndisable_authentication = true\n"))
+	f.Add([]byte("memory = \"8G\"\n[ssh]\nport = 2222\n[[forward]]\nhost = 18080\nguest = 80\n[microvm]\nmachines.vm1.address = \"a\"\n[microvm.machines.vm2]\n"))
 
 	dir := f.TempDir()
 	if err := os.Mkdir(filepath.Join(dir, "sub dir,1"), 0o755); err != nil {
 		f.Fatal(err)
 	}
-	path := filepath.Join(dir, FileName)
+	path, localPath := filepath.Join(dir, FileName), filepath.Join(dir, LocalFileName)
 	f.Fuzz(func(t *testing.T, data []byte) {
 		lines := bytes.Count(data, []byte("\n")) + 1
-		for _, e := range scanKeys(data).entries {
-			if e.line < 1 || e.line > lines {
-				t.Fatalf("scanner put %s on line %d of %d", e.path, e.line, lines)
-			}
-		}
+		// Never accept what TOML forbids, never call valid TOML invalid
+		// (go-toml/v2's decoder is the reference).
+		tomlErr := toml.Unmarshal(data, new(map[string]any))
 		v, err := Parse(path, data)
 		if err != nil {
 			var e *Error
 			if !errors.As(err, &e) {
 				t.Fatalf("error %v is a %T, not *Error", err, err)
 			}
-			if errors.Is(err, errDecoderCrash) || e.Path != path || e.Msg == "" || e.Line < 0 || e.Line > lines+1 {
+			if strings.Contains(e.Msg, errDecoderCrash.Error()) || e.Path != path || e.Msg == "" || e.Line < 0 || e.Line > lines+1 {
 				t.Fatalf("bad error %#v", e)
 			}
+			if tomlErr == nil && strings.HasPrefix(e.Msg, "invalid TOML") {
+				t.Fatalf("valid TOML refused: %v", err)
+			}
 			return
+		}
+		if tomlErr != nil {
+			t.Fatalf("go-toml refuses what Parse accepts: %v", tomlErr)
+		}
+		for k, p := range v.index {
+			if p.line < 1 || p.line > lines || p.local {
+				t.Fatalf("index put %s on line %d of %d", k, p.line, lines)
+			}
 		}
 		checkInvariants(t, v)
 		if ents, err := os.ReadDir(dir); err != nil || len(ents) != 1 {
 			t.Fatalf("Parse changed %s: %v %v", dir, ents, err)
 		}
+		// The same text as Vmfile.local: only its keys, errors naming it.
+		lv, err := parse(path, nil, localPath, data)
+		if err != nil {
+			var e *Error
+			if !errors.As(err, &e) || e.Path != localPath && e.Path != path || e.Msg == "" {
+				t.Fatalf("bad error %#v", err)
+			}
+			return
+		}
+		for _, k := range lv.Local {
+			if !slices.Contains(LocalKeys, k) {
+				t.Fatalf("Vmfile.local set %s", k)
+			}
+		}
+		checkInvariants(t, lv)
 	})
 }
 
@@ -71,8 +100,14 @@ func checkInvariants(t *testing.T, v *Vmfile) {
 	if v.SSH.Port < 1 || v.SSH.Port > 65535 || !userRe.MatchString(v.SSH.User) {
 		t.Fatalf("ssh %+v", v.SSH)
 	}
-	if v.Guix.Command == "" || v.Guix.Config == "" || v.Guix.Channels == "" {
+	if v.Guix.Command == "" || v.Guix.Config == "" || v.Guix.Channels == "" || slices.ContainsFunc(v.Guix.LoadPath, badText) {
 		t.Fatalf("guix %+v", v.Guix)
+	}
+	if v.Persistent != (v.Disk != 0) || v.Persistent && v.Disk < MinDisk {
+		t.Fatalf("persistent %v disk %d", v.Persistent, v.Disk)
+	}
+	if v.SSH.Port < unprivilegedPorts() {
+		t.Fatalf("privileged ssh port %d", v.SSH.Port)
 	}
 	var tags, guests []string
 	for _, s := range v.Shares {
@@ -83,10 +118,13 @@ func checkInvariants(t *testing.T, v *Vmfile) {
 		if st, err := os.Stat(v.Resolve(s.Host)); err != nil || !st.IsDir() {
 			t.Fatalf("share host %q: %v", s.Host, err)
 		}
+		if home := "/home/" + v.SSH.User; s.Guest == home || strings.HasPrefix(s.Guest, home+"/") {
+			t.Fatalf("share in the home: %+v", s)
+		}
 		tags, guests = append(tags, s.Tag), append(guests, s.Guest)
 	}
 	for _, fw := range v.Forwards {
-		if fw.Host < 1 || fw.Host > 65535 || fw.Guest < 1 || fw.Guest > 65535 || !isIPv4(fw.Bind) || (fw.Proto != "tcp" && fw.Proto != "udp") {
+		if fw.Host < unprivilegedPorts() || fw.Host > 65535 || fw.Guest < 1 || fw.Guest > 65535 || !isIPv4(fw.Bind) || (fw.Proto != "tcp" && fw.Proto != "udp") {
 			t.Fatalf("forward %+v", fw)
 		}
 	}

@@ -3,21 +3,22 @@ package vmfile
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
+	"path"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
-
-	"github.com/BurntSushi/toml"
 )
 
-// Error is a problem with one key of a Vmfile.
+// Error is a problem with one key of a Vmfile (or of Vmfile.local).
 type Error struct {
-	Path string // the Vmfile
+	Path string // the Vmfile, or the Vmfile.local that sets the key
 	Line int    // 0 when unknown
 	Key  string // e.g. "share[1].guest"; "" for syntax errors between keys
 	Msg  string
@@ -34,44 +35,113 @@ func (e *Error) Error() string {
 	return fmt.Sprintf("%s: %s: %s", loc, e.Key, e.Msg)
 }
 
-// Load reads and validates the Vmfile in dir.
+// Load reads and validates the Vmfile in dir, with the Vmfile.local next
+// to it (if any) merged over it. It reads at most MaxFileSize bytes of
+// each and is linear in their size (a few milliseconds at the cap), so it
+// needs no context: a signal is handled as soon as it returns.
 func Load(dir string) (*Vmfile, error) {
 	abs, err := filepath.Abs(dir)
 	if err != nil {
 		return nil, fmt.Errorf("finding the Vmfile: %w", err)
 	}
 	path := filepath.Join(abs, FileName)
-	data, err := os.ReadFile(path)
+	data, err := readFile(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("no Vmfile in %s: run `devvm init` there first, or change to the checkout that has one", abs)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("reading the Vmfile: %w", err)
+		return nil, err
 	}
-	return Parse(path, data)
+	localPath := filepath.Join(abs, LocalFileName)
+	local, err := readFile(localPath)
+	if errors.Is(err, os.ErrNotExist) {
+		localPath, local = "", nil
+	} else if err != nil {
+		return nil, err
+	}
+	return parse(path, data, localPath, local)
 }
 
-// Parse decodes, defaults and validates Vmfile text. path is the Vmfile's
-// path; its directory is the checkout. Parse reads nothing but file
-// metadata (the share directories, manifest.scm) and writes nothing.
+// readFile reads a Vmfile: a regular file of at most MaxFileSize bytes.
+// It never blocks on a FIFO or device put in its place.
+func readFile(path string) ([]byte, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, err
+	}
+	if err != nil {
+		return nil, &Error{Path: path, Msg: fmt.Sprintf("cannot read it: %v", unwrapPath(err))}
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, &Error{Path: path, Msg: fmt.Sprintf("cannot read it: %v", unwrapPath(err))}
+	}
+	if !st.Mode().IsRegular() {
+		return nil, &Error{Path: path, Msg: fmt.Sprintf("is not a regular file (%s): devvm reads only a plain file here", st.Mode().Type())}
+	}
+	if st.Size() > MaxFileSize {
+		return nil, tooBig(path, st.Size())
+	}
+	data, err := io.ReadAll(io.LimitReader(f, MaxFileSize+1))
+	if err != nil {
+		return nil, &Error{Path: path, Msg: fmt.Sprintf("cannot read it: %v", unwrapPath(err))}
+	}
+	if len(data) > MaxFileSize {
+		return nil, tooBig(path, int64(len(data)))
+	}
+	return data, nil
+}
+
+func tooBig(path string, size int64) *Error {
+	return &Error{Path: path, Msg: fmt.Sprintf("the file is %d bytes, more than the %d (%d KiB) devvm reads: a Vmfile is a few kilobytes of TOML; check that this is the right file", size, MaxFileSize, MaxFileSize>>10)}
+}
+
+func unwrapPath(err error) error {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}
+
+// Parse decodes, defaults and validates Vmfile text (without a
+// Vmfile.local). path is the Vmfile's path; its directory is the checkout.
+// Parse reads nothing but file metadata (the share directories,
+// manifest.scm) and writes nothing.
 func Parse(path string, data []byte) (*Vmfile, error) {
+	return parse(path, data, "", nil)
+}
+
+// parse is Parse with the text of Vmfile.local (at localPath) merged over
+// the Vmfile's when localPath is not "".
+func parse(path string, data []byte, localPath string, local []byte) (*Vmfile, error) {
 	if abs, err := filepath.Abs(path); err == nil {
 		path = abs
 	}
-	v := &Vmfile{Path: path, Dir: filepath.Dir(path), src: data}
-	md, err := decode(data, v)
-	if err != nil {
-		return nil, v.decodeError(err)
-	}
-	if err := v.checkKeys(md); err != nil {
+	v := &Vmfile{Path: path, Dir: filepath.Dir(path)}
+	if err := decode(v, path, data, false); err != nil {
 		return nil, err
 	}
-	v.SSHPortPinned = md.IsDefined("ssh", "port")
-	v.applyDefaults(md.IsDefined)
+	if localPath != "" {
+		v.LocalPath = localPath
+		if err := decode(v, localPath, local, true); err != nil {
+			return nil, err
+		}
+	}
+	v.SSHPortPinned = v.defined("ssh.port")
+	v.applyDefaults(v.defined)
 	if err := v.validate(); err != nil {
 		return nil, err
 	}
 	return v, nil
+}
+
+// defined reports whether the Vmfile (or Vmfile.local) sets a key, named
+// as errors name it.
+func (v *Vmfile) defined(key string) bool {
+	_, ok := v.index[key]
+	return ok
 }
 
 // Default returns the Vmfile devvm uses for a checkout at dir whose Vmfile
@@ -81,149 +151,37 @@ func Default(dir string) *Vmfile {
 		dir = abs
 	}
 	v := &Vmfile{Dir: dir, Path: filepath.Join(dir, FileName)}
-	v.applyDefaults(func(...string) bool { return false })
+	v.applyDefaults(func(string) bool { return false })
 	return v
 }
 
-// syntaxError marks errors of the TOML syntax, as opposed to values that
-// do not fit a key.
-type syntaxError struct{ err error }
-
-func (e syntaxError) Error() string { return e.err.Error() }
-func (e syntaxError) Unwrap() error { return e.err }
-
-// decode runs the TOML decoder; a panic in it becomes an error. The text is
-// parsed on its own first, so syntax errors can be told from values that do
-// not fit (both are toml.ParseError).
-func decode(data []byte, v *Vmfile) (md toml.MetaData, err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("%w (%v): please report this as a devvm bug with the Vmfile attached", errDecoderCrash, r)
-		}
-	}()
-	if _, err := toml.Decode(string(data), new(map[string]any)); err != nil {
-		return toml.MetaData{}, syntaxError{err}
-	}
-	return toml.Decode(string(data), v)
-}
-
-var errDecoderCrash = errors.New("the TOML decoder crashed on this file")
-
-// keys indexes the Vmfile's keys with their lines (computed once).
-func (v *Vmfile) keys() *keyIndex {
-	if v.index == nil {
-		v.index = scanKeys(v.src)
-	}
-	return v.index
-}
-
 // KeyError returns an *Error for key (named as errors name it:
-// "ssh.port", "share[1].guest", "forward[0].host") with the line where the
-// Vmfile sets it, if it does. For problems found after loading, such as a
+// "ssh.port", "share[1].guest", "forward[0].host") with the file and line
+// where it is set, if it is. For problems found after loading, such as a
 // pinned port that is busy.
 func (v *Vmfile) KeyError(key, format string, a ...any) *Error {
-	return &Error{Path: v.Path, Line: v.keys().line(key), Key: key, Msg: fmt.Sprintf(format, a...)}
+	e := &Error{Path: v.Path, Key: key, Msg: fmt.Sprintf(format, a...)}
+	if p, ok := v.index[key]; ok {
+		e.Line = p.line
+		if p.local {
+			e.Path = v.LocalPath
+		}
+	}
+	return e
 }
 
 // missing is KeyError for a key that is not set, pointing at the table
 // that lacks it.
 func (v *Vmfile) missing(table, key, format string, a ...any) *Error {
-	e := v.KeyError(table+"."+key, format, a...)
-	e.Line = v.keys().line(table)
+	e := v.KeyError(table, format, a...)
+	e.Key = table + "." + key
 	return e
 }
-
-// decoderKey names a key the decoder reported on a line (lastKey is its
-// names joined with dots, without indices) the way errors name keys.
-func (v *Vmfile) decoderKey(lastKey string, line int) (string, int) {
-	if lastKey == "" {
-		return "", line
-	}
-	if e, ok := v.keys().onLine(indexFree(lastKey), line); ok {
-		return e.path, line
-	}
-	return lastKey, line
-}
-
-func namesSegs(names []string) []seg {
-	out := make([]seg, len(names))
-	for i, n := range names {
-		out[i] = keySeg(n)
-	}
-	return out
-}
-
-var mismatchRe = regexp.MustCompile(`^toml: line (\d+) \(last key ("(?:[^"\\]|\\.)*")\): (.*)$`)
-
-func (v *Vmfile) decodeError(err error) error {
-	var pe toml.ParseError
-	if errors.As(err, &pe) {
-		key, line := v.decoderKey(pe.LastKey, pe.Position.Line)
-		msg := pe.Message
-		if errors.As(err, new(syntaxError)) {
-			msg = "invalid TOML: " + msg
-		}
-		return &Error{Path: v.Path, Line: line, Key: key, Msg: msg}
-	}
-	if errors.Is(err, errDecoderCrash) {
-		return &Error{Path: v.Path, Msg: err.Error()}
-	}
-	m := mismatchRe.FindStringSubmatch(err.Error())
-	if m == nil {
-		return &Error{Path: v.Path, Msg: strings.TrimPrefix(err.Error(), "toml: ")}
-	}
-	line, _ := strconv.Atoi(m[1])
-	last, uerr := strconv.Unquote(m[2])
-	if uerr != nil {
-		last = m[2]
-	}
-	key, line := v.decoderKey(last, line)
-	return &Error{Path: v.Path, Line: line, Key: key, Msg: mismatchMessage(key, m[3])}
-}
-
-var foundRe = regexp.MustCompile(`(?:TOML value has type (.+); destination has type|expected \S+ but found (.+)$)`)
-
-// mismatchMessage rewrites the decoder's "incompatible types" message in
-// TOML words, saying what the key takes.
-func mismatchMessage(key, msg string) string {
-	m := foundRe.FindStringSubmatch(msg)
-	if m == nil {
-		return msg
-	}
-	found := m[1] + m[2]
-	words := map[string]string{
-		"string": "a string", "int64": "an integer", "float64": "a float", "bool": "a boolean",
-		"time.Time": "a date/time", "[]interface {}": "an array", "map[string]interface {}": "a table",
-	}
-	if w, ok := words[found]; ok {
-		found = w
-	}
-	want := "a different type"
-	if t, ok := schemaType(indexFree(key)); ok {
-		want = describeType(t)
-	}
-	return fmt.Sprintf("wrong type: the value is %s, but this key takes %s", found, want)
-}
-
-// indexFree splits a key as errors name it into its names, dropping
-// indices. Quoted parts are kept whole.
-func indexFree(key string) []string {
-	var names []string
-	ix := scanKeys([]byte(stripIndices(key) + " = 0\n"))
-	if len(ix.entries) > 0 {
-		names = ix.entries[len(ix.entries)-1].names
-	}
-	return names
-}
-
-var indexRe = regexp.MustCompile(`\[\d+\]`)
-
-func stripIndices(key string) string { return indexRe.ReplaceAllString(key, "") }
 
 // applyDefaults fills what the Vmfile leaves out. defined reports whether
 // the Vmfile sets a key (so an explicit 0 is an error, not a default).
 // Empty strings mean "the default".
-func (v *Vmfile) applyDefaults(defined func(key ...string) bool) {
+func (v *Vmfile) applyDefaults(defined func(key string) bool) {
 	if v.Name == "" {
 		v.Name = SanitizeName(filepath.Base(v.Dir))
 	}
@@ -239,10 +197,13 @@ func (v *Vmfile) applyDefaults(defined func(key ...string) bool) {
 	if !defined("boot_timeout") {
 		v.BootTimeout = Duration(10 * time.Minute)
 	}
+	if v.Persistent && !defined("disk") {
+		v.Disk = DefaultDisk
+	}
 	if v.SSH.User == "" {
 		v.SSH.User = "dev"
 	}
-	if !defined("ssh", "port") {
+	if !defined("ssh.port") {
 		v.SSH.Port = DefaultSSHPort
 	}
 	if v.Guix.Command == "" {
@@ -254,12 +215,12 @@ func (v *Vmfile) applyDefaults(defined func(key ...string) bool) {
 	if v.Guix.Channels == "" {
 		v.Guix.Channels = "channels.scm"
 	}
-	if v.Guix.Manifest == "" && !defined("guix", "manifest") {
+	if v.Guix.Manifest == "" && !defined("guix.manifest") {
 		if _, err := os.Stat(filepath.Join(v.Dir, "manifest.scm")); err == nil {
 			v.Guix.Manifest = "manifest.scm"
 		}
 	}
-	if !defined("guix", "build_timeout") {
+	if !defined("guix.build_timeout") {
 		v.Guix.BuildTimeout = Duration(60 * time.Minute)
 	}
 	remote := v.Backend == BackendMicroVM && v.MicroVM != nil && v.MicroVM.Remote != nil
@@ -304,7 +265,7 @@ func (v *Vmfile) applyDefaults(defined func(key ...string) bool) {
 			if mc.User == "" {
 				mc.User = v.SSH.User
 			}
-			if !defined("microvm", "machines", name, "port") {
+			if !defined(joinKey("microvm.machines", name) + ".port") {
 				mc.Port = 22
 			}
 			m.Machines[name] = mc
@@ -323,6 +284,39 @@ var (
 	hostRe   = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9.-]{0,252}[A-Za-z0-9])?$`)
 	destRe   = regexp.MustCompile(`^([a-z_][a-z0-9_.-]{0,31}@)?(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][A-Za-z0-9.-]{0,252})(:[0-9]{1,5})?$`)
 )
+
+// ValidateName checks a VM name, as the Vmfile's name and `devvm init
+// --name` take it: lower-case letters, digits, '-' and '_', starting with
+// a letter or digit, at most 63 bytes. The error suggests a valid name.
+func ValidateName(name string) error {
+	if nameRe.MatchString(name) {
+		return nil
+	}
+	return fmt.Errorf("%q is not a valid VM name: use lower-case letters, digits, '-' and '_' (start with a letter or digit, at most 63), e.g. %q", name, SanitizeName(name))
+}
+
+// unprivilegedPorts returns the lowest host port devvm's user may bind
+// (QEMU binds ssh.port and the forwards as that user): 0 for root, else
+// Linux's net.ipv4.ip_unprivileged_port_start (1024 unless lowered). A
+// variable, so tests do not depend on who runs them.
+var unprivilegedPorts = func() int {
+	if os.Geteuid() == 0 {
+		return 0
+	}
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+	if n, perr := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && perr == nil && n >= 0 {
+		return n
+	}
+	return 1024
+}
+
+// privilegedPort explains why port cannot be bound, or returns "".
+func privilegedPort(port int) string {
+	if lo := unprivilegedPorts(); port < lo {
+		return fmt.Sprintf("port %d is below %d, and binding it needs root (QEMU runs as you)", port, lo)
+	}
+	return ""
+}
 
 // SanitizeName turns a directory name into a valid VM name: lower case,
 // runs of other characters become one '-', at most 63 bytes, "devvm" if
@@ -389,16 +383,17 @@ func checkGuest(g string) string {
 		return fmt.Sprintf("%q is not a clean path: write it as %q", g, filepath.Clean(g))
 	}
 	if g == "/" {
-		return "\"/\" is the guest's root: mount the share under /mnt, /srv or /home/<user>"
+		return "\"/\" is the guest's root: mount the share at /mnt/data or /srv/data"
 	}
+	instead := fmt.Sprintf("mount the share at /mnt/%[1]s or /srv/%[1]s", path.Base(g))
 	for _, r := range reservedGuest {
 		if g == r {
-			return fmt.Sprintf("%q would hide a system directory of the guest: mount the share under /mnt, /srv or /home/<user>", g)
+			return fmt.Sprintf("%q would hide a system directory of the guest: %s", g, instead)
 		}
 	}
 	for _, r := range reservedGuestTrees {
 		if g == r || strings.HasPrefix(g, r+"/") {
-			return fmt.Sprintf("%q is inside %s, which the guest system owns: mount the share under /mnt, /srv or /home/<user>", g, r)
+			return fmt.Sprintf("%q is inside %s, which the guest system owns: %s", g, r, instead)
 		}
 	}
 	return ""
@@ -410,8 +405,8 @@ func badText(s string) bool {
 }
 
 func (v *Vmfile) validate() error {
-	if !nameRe.MatchString(v.Name) {
-		return v.KeyError("name", "%q is not a valid VM name: use lower-case letters, digits, '-' and '_' (start with a letter or digit, at most 63)", v.Name)
+	if err := ValidateName(v.Name); err != nil {
+		return v.KeyError("name", "%v", err)
 	}
 	switch v.Backend {
 	case BackendGuix, BackendMicroVM:
@@ -424,11 +419,20 @@ func (v *Vmfile) validate() error {
 	if v.CPUs < 1 || v.CPUs > 256 {
 		return v.KeyError("cpus", "%d is out of range: give 1 to 256", v.CPUs)
 	}
+	if v.defined("disk") && !v.Persistent {
+		return v.KeyError("disk", "disk sizes the persistent disk, and this VM is not persistent: set persistent = true, or remove disk")
+	}
+	if v.Persistent && v.Disk < MinDisk {
+		return v.KeyError("disk", "%s is too small for a Guix System disk, which holds the whole system closure: give at least %q (default %q)", v.Disk, MinDisk.String(), DefaultDisk.String())
+	}
 	if !userRe.MatchString(v.SSH.User) {
 		return v.KeyError("ssh.user", "%q is not a valid user name: lower-case letters, digits, '_' and '-', starting with a letter or '_' (default \"dev\")", v.SSH.User)
 	}
 	if v.SSH.Port < 1 || v.SSH.Port > 65535 {
 		return v.KeyError("ssh.port", "%d is out of range: give a TCP port from 1 to 65535, or remove the line to use 10022 (or the next free port)", v.SSH.Port)
+	}
+	if msg := privilegedPort(v.SSH.Port); msg != "" {
+		return v.KeyError("ssh.port", "%s: pick a port from %d up, or remove the line to use %d (or the next free port)", msg, unprivilegedPorts(), DefaultSSHPort)
 	}
 	for i, k := range v.SSH.AuthorizedKeys {
 		if strings.TrimSpace(k) == "" || badText(k) {
@@ -440,6 +444,11 @@ func (v *Vmfile) validate() error {
 			return v.KeyError(kv[0], "%q contains a control character", kv[1])
 		}
 	}
+	for i, d := range v.Guix.LoadPath {
+		if strings.TrimSpace(d) == "" || badText(d) {
+			return v.KeyError(fmt.Sprintf("guix.load_path[%d]", i), "%q is not a directory name: give a directory of Guile modules, relative to the checkout (e.g. \".guix/modules\") or absolute", d)
+		}
+	}
 	if err := v.validateShares(); err != nil {
 		return err
 	}
@@ -449,7 +458,8 @@ func (v *Vmfile) validate() error {
 	if v.Backend == BackendMicroVM && (v.MicroVM == nil || len(v.MicroVM.Machines) == 0) {
 		e := v.KeyError("microvm.machines", "backend \"microvm\" needs at least one [microvm.machines.NAME] table with the VM's address")
 		if e.Line == 0 {
-			e.Line = v.keys().line("backend")
+			b := v.KeyError("backend", "")
+			e.Line, e.Path = b.Line, b.Path
 		}
 		return e
 	}
@@ -468,6 +478,9 @@ func (v *Vmfile) validateShares() error {
 		}
 		if msg := checkGuest(s.Guest); msg != "" {
 			return v.KeyError(k+".guest", "%s", msg)
+		}
+		if home := "/home/" + v.SSH.User; s.Guest == home || strings.HasPrefix(s.Guest, home+"/") {
+			return v.KeyError(k+".guest", "%q is in %s, the home of ssh.user %q: Guix mounts shares before it creates home directories, so the home would be left owned by root without its .bashrc, and devvm's SSH commands (sudo, halt, ssh-mode shares) would fail; mount the share at %s or %s instead", s.Guest, home, v.SSH.User, "/mnt/"+path.Base(s.Guest), "/srv/"+path.Base(s.Guest))
 		}
 		if j, dup := guests[s.Guest]; dup {
 			return v.KeyError(k+".guest", "%q is already the mount point of share[%d]: give each share its own guest path", s.Guest, j)
@@ -514,12 +527,15 @@ func (v *Vmfile) validateForwards() error {
 			key  string
 			port int
 		}{{"host", f.Host}, {"guest", f.Guest}} {
-			if p.port == 0 && v.keys().line(k+"."+p.key) == 0 {
+			if p.port == 0 && !v.defined(k+"."+p.key) {
 				return v.missing(k, p.key, "missing: give the %s port, e.g. %s = 8080", p.key, p.key)
 			}
 			if p.port < 1 || p.port > 65535 {
 				return v.KeyError(k+"."+p.key, "%d is out of range: give a port from 1 to 65535", p.port)
 			}
+		}
+		if msg := privilegedPort(f.Host); msg != "" {
+			return v.KeyError(k+".host", "%s: pick a host port from %d up (e.g. %d); the guest port can stay %d", msg, unprivilegedPorts(), 8000+f.Host, f.Guest)
 		}
 		if f.Proto != "tcp" && f.Proto != "udp" {
 			return v.KeyError(k+".proto", "%q is not a protocol: use \"tcp\" (the default) or \"udp\"", f.Proto)
@@ -562,7 +578,7 @@ func (v *Vmfile) validateMicroVM() error {
 	slices.Sort(names)
 	for _, name := range names {
 		mc := m.Machines[name]
-		k := keyPath(keySeg("microvm"), keySeg("machines"), keySeg(name))
+		k := joinKey("microvm.machines", name)
 		if !nameRe.MatchString(name) {
 			return v.KeyError(k, "%q is not a valid machine name: use lower-case letters, digits, '-' and '_', like vm1", name)
 		}

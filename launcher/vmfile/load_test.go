@@ -13,6 +13,12 @@ import (
 	"time"
 )
 
+func TestMain(m *testing.M) {
+	// Tests run as root or not: they see the default of an ordinary user.
+	unprivilegedPorts = func() int { return 1024 }
+	os.Exit(m.Run())
+}
+
 func parseIn(t *testing.T, dir, text string) (*Vmfile, error) {
 	t.Helper()
 	return Parse(filepath.Join(dir, FileName), []byte(text))
@@ -63,7 +69,7 @@ func TestDefaults(t *testing.T) {
 		t.Errorf("ssh = %+v pinned=%v", v.SSH, v.SSHPortPinned)
 	}
 	wantGuix := Guix{Command: "guix", Config: "dev-vm.scm", Channels: "channels.scm", BuildTimeout: Duration(time.Hour)}
-	if v.Guix != wantGuix {
+	if !reflect.DeepEqual(v.Guix, wantGuix) {
 		t.Errorf("guix = %+v, want %+v", v.Guix, wantGuix)
 	}
 	wantShares := []Share{{Host: ".", Guest: "/mnt/my-project-v2", Tag: "share0", Mode: ShareVirtio}}
@@ -240,9 +246,9 @@ func TestErrors(t *testing.T) {
 		line       int
 		msg        string
 	}{
-		{"syntax", "cpus = 2\nname = = \"x\"\n", "name", 2, "invalid TOML: expected value"},
-		{"unterminated string", "name = \"x\ncpus = 2\n", "name", 1, "invalid TOML: strings cannot contain newlines"},
-		{"duplicate key", "cpus = 1\ncpus = 2\n", "cpus", 2, "already been defined"},
+		{"syntax", "cpus = 2\nname = = \"x\"\n", "name", 2, "invalid TOML: unexpected character U+003D '=' at start of value"},
+		{"unterminated string", "name = \"x\ncpus = 2\n", "name", 1, "invalid TOML: basic strings cannot have new lines"},
+		{"duplicate key", "cpus = 1\ncpus = 2\n", "cpus", 2, "invalid TOML: already set on line 1; TOML defines each key and table once"},
 		{"unknown top-level key", "name = \"x\"\nmemroy = \"2G\"\n", "memroy", 2, `did you mean "memory"`},
 		{"unknown key far off", "colour = 1\n", "colour", 1, "devvm reads only name, backend"},
 		{"Memory case variant", "\nMemory = \"2G\"\n", "Memory", 2, `case-sensitive; write "memory"`},
@@ -295,8 +301,8 @@ func TestErrors(t *testing.T) {
 		{"forward guest missing", "\n[[forward]]\nhost = 8080\n", "forward[0].guest", 2, "missing"},
 		{"forward duplicate host", "[[forward]]\nhost = 8080\nguest = 80\n[[forward]]\nhost = 8080\nguest = 81\n", "forward[1].host", 5, "already taken by forward[0].host"},
 		{"forward on ssh port", "[[forward]]\nhost = 10022\nguest = 22\n", "forward[0].host", 2, "already taken by ssh.port"},
-		{"forward ipv6 bind", "[[forward]]\nhost = 1\nguest = 2\nbind = \"::1\"\n", "forward[0].bind", 4, "not an IPv4 address"},
-		{"forward proto", "forward = [{host = 1, guest = 2, proto = \"sctp\"}]\n", "forward[0].proto", 1, "not a protocol"},
+		{"forward ipv6 bind", "[[forward]]\nhost = 5001\nguest = 2\nbind = \"::1\"\n", "forward[0].bind", 4, "not an IPv4 address"},
+		{"forward proto", "forward = [{host = 5001, guest = 2, proto = \"sctp\"}]\n", "forward[0].proto", 1, "not a protocol"},
 		{"microvm without machines", "\nbackend = \"microvm\"\n", "microvm.machines", 2, "at least one"},
 		{"machine without address", "backend = \"microvm\"\n[microvm.machines.vm1]\nuser = \"root\"\n", "microvm.machines.vm1.address", 2, "missing"},
 		{"machine port 0", "backend = \"microvm\"\n[microvm.machines.vm1]\naddress = \"10.1.0.2\"\nport = 0\n", "microvm.machines.vm1.port", 4, "out of range"},
@@ -309,6 +315,39 @@ func TestErrors(t *testing.T) {
 		{"remote sync", "[microvm.remote]\ndestination = \"h\"\ncheckout = \"/r\"\nsync = \"rsync\"\n", "microvm.remote.sync", 4, "git-pull"},
 		{"multiline string hides keys", "[guix]\ncommand = \"\"\"\\\n[[share]]\\\nguest = \"/bad path\" \\\n\"\"\"\n[[share]]\nguest = \"/mnt/bad dir\"\n", "share[0].guest", 7, "contains a space"},
 		{"literal strings hide keys", "[guix]\nconfig = '''a'b''c[[share]]'''\nchannels = 'x # [[share]]'\n[[share]]\nguest = '/mnt/bad dir'\n", "share[0].guest", 5, "contains a space"},
+		{"syntax error in a table", "[ssh]\nuser = \"dev\"\n\n# c\nport = 22 x\n", "ssh.port", 5, "invalid TOML: expected newline"},
+		{"syntax error in a header", "[ssh\nport = 1\n", "", 1, "invalid TOML: expected ']'"},
+		{"syntax error across lines", "[guix]\nload_path = [\"a\",\n  \"b\" \"c\"]\n", "guix.load_path", 3, "expected ',' or ']'"},
+		{"unquoted size", "memory = 2G\n", "memory", 1, "strings must be quoted"},
+		{"integer too big", "cpus = 99999999999999999999\n", "cpus", 1, "does not fit in a 64-bit integer"},
+		{"hex integer", "cpus = 0x1_0\n[ssh]\nport = 0o7\n", "ssh.port", 3, "port 7 is below 1024"},
+		{"nested too deep", "x = " + strings.Repeat("[", 20000) + "\n", "x", 1, "nested more than the maximum of 10000"},
+		{"table defined twice", "[ssh]\nuser = \"a\"\n[ssh]\n", "ssh", 3, "already a table, opened by the [header] on line 1"},
+		{"header after dotted key", "ssh.port = 2222\n[ssh]\n", "ssh", 2, "made by the dotted key on line 1"},
+		{"dotted key into a header table", "[microvm.remote]\ndestination = \"h\"\n[microvm]\nremote.checkout = \"/r\"\n", "microvm.remote", 4, "opened by the [header] on line 1"},
+		{"inline table extended", "ssh = { port = 2222 }\nssh.user = \"x\"\n", "ssh", 2, "already set on line 1"},
+		{"inline table reopened", "ssh = { port = 2222 }\n[ssh]\n", "ssh", 2, "already set on line 1"},
+		{"duplicate key in an inline table", "ssh = { port = 2222, port = 2223 }\n", "ssh.port", 1, "already set on line 1"},
+		{"array of tables after an array", "share = []\n[[share]]\n", "share", 2, "already set on line 1"},
+		{"array of tables reopened as a table", "[[share]]\n[share]\n", "share", 2, "already an array of tables"},
+		{"table as array of tables", "[[ssh]]\n", "ssh", 1, "the value is an array of tables, but this key takes a table"},
+		{"share as a table", "[share]\n", "share", 1, "the value is a table, but this key takes tables ([[name]] blocks)"},
+		{"share by dotted key", "share.guest = \"/mnt/x\"\n", "share", 1, "the value is a table, but this key takes tables"},
+		{"key under a value", "cpus.x = 1\n", "cpus", 1, "the value is a table, but this key takes an integer"},
+		{"share element not a table", "share = [\"/mnt/x\"]\n", "share[0]", 1, "the value is a string, but this key takes a table"},
+		{"authorized_keys nested", "[ssh]\nauthorized_keys = [\"k\", [\"x\"]]\n", "ssh.authorized_keys[1]", 2, "the value is an array, but this key takes a string"},
+		{"size as a boolean", "memory = true\n", "memory", 1, "the value is a boolean, but this key takes a size"},
+		{"date", "boot_timeout = 1979-05-27\n", "boot_timeout", 1, "the value is a date/time"},
+		{"guest in the user's home", "[ssh]\nuser = \"alice\"\n[[share]]\nguest = \"/home/alice/src\"\n", "share[0].guest", 4, "the home of ssh.user \"alice\": Guix mounts shares before it creates home directories"},
+		{"guest is the user's home", "[[share]]\nguest = \"/home/dev\"\n", "share[0].guest", 2, "mount the share at /mnt/dev or /srv/dev"},
+		{"privileged ssh port", "[ssh]\nport = 22\n", "ssh.port", 2, "port 22 is below 1024, and binding it needs root"},
+		{"privileged forward", "[[forward]]\nhost = 80\nguest = 80\n", "forward[0].host", 2, "below 1024, and binding it needs root (QEMU runs as you): pick a host port from 1024 up (e.g. 8080); the guest port can stay 80"},
+		{"disk without persistent", "disk = \"40G\"\n", "disk", 1, "set persistent = true, or remove disk"},
+		{"disk too small", "persistent = true\ndisk = \"1G\"\n", "disk", 2, "at least \"2G\""},
+		{"disk in words", "persistent = true\ndisk = \"big\"\n", "disk", 2, "invalid size"},
+		{"load_path not a list", "[guix]\nload_path = \".guix\"\n", "guix.load_path", 2, "this key takes an array of strings"},
+		{"load_path empty entry", "[guix]\nload_path = [\"a\", \"\"]\n", "guix.load_path[1]", 2, "not a directory name"},
+		{"disable_authentication as a string", "[guix]\ndisable_authentication = \"yes\"\n", "guix.disable_authentication", 2, "this key takes true or false"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -326,6 +365,9 @@ func TestErrors(t *testing.T) {
 			}
 			if !strings.Contains(e.Msg, c.msg) {
 				t.Errorf("message %q does not contain %q", e.Msg, c.msg)
+			}
+			if strings.Contains(e.Msg, "/home/<") {
+				t.Errorf("message %q suggests a share under /home", e.Msg)
 			}
 			if e.Path != filepath.Join(dir, FileName) || !strings.HasPrefix(err.Error(), e.Path) {
 				t.Errorf("error %q does not start with the Vmfile's path", err)
@@ -391,7 +433,7 @@ func TestLoad(t *testing.T) {
 // stripPrivate clears what Parse keeps for KeyError.
 func stripPrivate(v *Vmfile) *Vmfile {
 	c := *v
-	c.src, c.index = nil, nil
+	c.index = nil
 	return &c
 }
 
@@ -425,7 +467,9 @@ func TestTemplate(t *testing.T) {
 		if strings.HasPrefix(l, "# More shares") {
 			break
 		}
-		if m := assign.FindStringSubmatch(l); m != nil && !strings.HasPrefix(m[1], "authorized_keys") && !strings.HasPrefix(m[1], "manifest") {
+		// Examples, not defaults: authorized_keys, manifest, load_path;
+		// disk only goes with persistent = true.
+		if m := assign.FindStringSubmatch(l); m != nil && !regexp.MustCompile(`^(authorized_keys|manifest|load_path|disk) `).MatchString(m[1]) {
 			l = m[1]
 		}
 		b.WriteString(l + "\n")
@@ -573,5 +617,96 @@ func TestCheckFiles(t *testing.T) {
 	v.Guix.Config = "gone.scm"
 	if err := v.CheckFiles(); err != nil {
 		t.Errorf("microvm backend checks guix files: %v", err)
+	}
+}
+
+func TestGuixKeysAndDisk(t *testing.T) {
+	dir := t.TempDir()
+	v, err := parseIn(t, dir, "persistent = true\n[guix]\nload_path = [\".guix/modules\", \"/opt/guile\"]\ndisable_authentication = true\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v.Disk != DefaultDisk || v.Disk.Bytes() != 20<<30 || v.Disk.String() != "20G" {
+		t.Errorf("default disk = %s (%d bytes)", v.Disk, v.Disk.Bytes())
+	}
+	if !reflect.DeepEqual(v.Guix.LoadPath, []string{".guix/modules", "/opt/guile"}) || !v.Guix.DisableAuthentication {
+		t.Errorf("guix = %+v", v.Guix)
+	}
+	if got := v.Resolve(v.Guix.LoadPath[0]); got != filepath.Join(dir, ".guix/modules") {
+		t.Errorf("Resolve(load_path[0]) = %q", got)
+	}
+	for text, want := range map[string]Size{
+		"persistent = true\ndisk = \"40GiB\"\n": 40 * GiB,
+		"persistent = true\ndisk = 4096\n":      4 * GiB,
+		"disk = \"2G\"\npersistent = true\n":    2 * GiB,
+		"persistent = false\n":                  0,
+	} {
+		v, err := parseIn(t, dir, text)
+		if err != nil || v.Disk != want {
+			t.Errorf("%q: disk %s, %v; want %s", text, v.Disk, err, want)
+		}
+	}
+
+	// The load path must exist as directories before a build.
+	for _, f := range []string{"dev-vm.scm", "channels.scm"} {
+		if err := os.WriteFile(filepath.Join(dir, f), nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	v, err = parseIn(t, dir, "[guix]\nload_path = [\n  \".guix/modules\",\n]\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var e *Error
+	if err := v.CheckFiles(); !errors.As(err, &e) || e.Key != "guix.load_path[0]" || e.Line != 3 || !strings.Contains(e.Msg, "does not exist") {
+		t.Errorf("CheckFiles without .guix/modules: %v", err)
+	}
+	if err := os.MkdirAll(filepath.Join(dir, ".guix"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, ".guix/modules"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := v.CheckFiles(); !errors.As(err, &e) || !strings.Contains(e.Msg, "is not a directory") {
+		t.Errorf("CheckFiles with .guix/modules a file: %v", err)
+	}
+	os.Remove(filepath.Join(dir, ".guix/modules"))
+	if err := os.Mkdir(filepath.Join(dir, ".guix/modules"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := v.CheckFiles(); err != nil {
+		t.Errorf("CheckFiles: %v", err)
+	}
+}
+
+func TestValidateName(t *testing.T) {
+	for _, ok := range []string{"qbuf", "a", "my-project_2", strings.Repeat("a", 63)} {
+		if err := ValidateName(ok); err != nil {
+			t.Errorf("ValidateName(%q) = %v", ok, err)
+		}
+	}
+	for name, suggest := range map[string]string{"Bad Name!": "bad-name", "": "devvm", "-x": "x", strings.Repeat("a", 64): strings.Repeat("a", 63), "a.b": "a-b"} {
+		err := ValidateName(name)
+		if err == nil || !strings.Contains(err.Error(), "is not a valid VM name") || !strings.HasSuffix(err.Error(), "e.g. \""+suggest+"\"") {
+			t.Errorf("ValidateName(%q) = %v, want a suggestion of %q", name, err, suggest)
+		}
+	}
+}
+
+// Root (or a lowered net.ipv4.ip_unprivileged_port_start) may bind low
+// ports.
+func TestPrivilegedPortsAllowed(t *testing.T) {
+	defer func(f func() int) { unprivilegedPorts = f }(unprivilegedPorts)
+	unprivilegedPorts = func() int { return 0 }
+	v, err := parseIn(t, t.TempDir(), "[ssh]\nport = 22\n[[forward]]\nhost = 80\nguest = 80\n")
+	if err != nil || v.SSH.Port != 22 || v.Forwards[0].Host != 80 {
+		t.Errorf("as root: %+v, %v", v, err)
+	}
+	unprivilegedPorts = func() int { return 80 }
+	if _, err := parseIn(t, t.TempDir(), "[[forward]]\nhost = 80\nguest = 80\n"); err != nil {
+		t.Errorf("with ip_unprivileged_port_start = 80: %v", err)
+	}
+	if _, err := parseIn(t, t.TempDir(), "[[forward]]\nhost = 79\nguest = 80\n"); err == nil || !strings.Contains(err.Error(), "below 80") {
+		t.Errorf("port 79 with ip_unprivileged_port_start = 80: %v", err)
 	}
 }

@@ -1,26 +1,15 @@
 package vmfile
 
 import (
-	"encoding"
 	"fmt"
 	"reflect"
-	"slices"
 	"strings"
-
-	"github.com/BurntSushi/toml"
 )
 
-// The decoder matches keys case-insensitively (`Memory` fills memory),
-// ignores some type mismatches (`machines = 5` under [microvm]) and only
-// lists unknown keys without lines. checkKeys walks every key the file
-// sets against the Go types instead: exact names, TOML types that fit.
+var vmfileType = reflect.TypeFor[Vmfile]()
 
-var (
-	vmfileType    = reflect.TypeFor[Vmfile]()
-	unmarshalText = reflect.TypeFor[encoding.TextUnmarshaler]()
-)
-
-// tomlFields lists the TOML keys of a struct type with their fields.
+// tomlFields lists the TOML keys of a struct type with their fields (Name
+// is the TOML key).
 func tomlFields(t reflect.Type) []reflect.StructField {
 	var out []reflect.StructField
 	for i := range t.NumField() {
@@ -35,50 +24,22 @@ func tomlFields(t reflect.Type) []reflect.StructField {
 	return out
 }
 
+// fieldIndex returns the index of the field with TOML key name (exactly),
+// or -1.
+func fieldIndex(fields []reflect.StructField, name string) int {
+	for i, f := range fields {
+		if f.Name == name {
+			return i
+		}
+	}
+	return -1
+}
+
 func deref(t reflect.Type) reflect.Type {
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
 	}
 	return t
-}
-
-// schemaType finds the Go type a key (its names, without indices) decodes
-// into. Problems are reported as a message about the name at index bad.
-func schemaWalk(names []string) (t reflect.Type, bad int, msg string) {
-	t = vmfileType
-	for i, name := range names {
-		t = deref(t)
-		if t.Kind() == reflect.Slice && deref(t.Elem()).Kind() == reflect.Struct {
-			t = deref(t.Elem())
-		}
-		switch t.Kind() {
-		case reflect.Struct:
-			fields := tomlFields(t)
-			var found *reflect.StructField
-			for j := range fields {
-				if fields[j].Name == name {
-					found = &fields[j]
-				}
-			}
-			if found == nil {
-				return nil, i, unknownKeyMessage(name, fields)
-			}
-			t = found.Type
-		case reflect.Map:
-			t = t.Elem()
-		default:
-			return nil, i, "unknown key: the key before it takes a single value, not a table"
-		}
-	}
-	return t, -1, ""
-}
-
-func schemaType(names []string) (reflect.Type, bool) {
-	if len(names) == 0 {
-		return nil, false
-	}
-	t, bad, _ := schemaWalk(names)
-	return t, bad < 0
 }
 
 func unknownKeyMessage(name string, fields []reflect.StructField) string {
@@ -123,31 +84,6 @@ func editDistance(a, b string) int {
 	return prev[len(b)]
 }
 
-// tomlTypes lists the TOML types (as MetaData.Type names them) a Go type
-// accepts; nil means the decoder checks it (text unmarshalers).
-func tomlTypes(t reflect.Type) []string {
-	if reflect.PointerTo(t).Implements(unmarshalText) {
-		return nil
-	}
-	t = deref(t)
-	switch t.Kind() {
-	case reflect.String:
-		return []string{"String"}
-	case reflect.Int, reflect.Int64, reflect.Int32:
-		return []string{"Integer"}
-	case reflect.Bool:
-		return []string{"Bool"}
-	case reflect.Struct, reflect.Map:
-		return []string{"Hash"}
-	case reflect.Slice:
-		if deref(t.Elem()).Kind() == reflect.Struct {
-			return []string{"ArrayHash", "Array"}
-		}
-		return []string{"Array"}
-	}
-	return nil
-}
-
 // describeType says in TOML words what a key of Go type t takes.
 func describeType(t reflect.Type) string {
 	switch deref(t) {
@@ -173,48 +109,4 @@ func describeType(t reflect.Type) string {
 		return "an array of strings"
 	}
 	return t.String()
-}
-
-var tomlTypeWords = map[string]string{
-	"String": "a string", "Integer": "an integer", "Float": "a float", "Bool": "a boolean",
-	"Datetime": "a date/time", "DatetimeLocal": "a date/time", "Date": "a date", "Time": "a time",
-	"Array": "an array", "Hash": "a table", "ArrayHash": "an array of tables",
-}
-
-// checkKeys refuses keys devvm does not read and values of the wrong type,
-// in the order the file sets them.
-func (v *Vmfile) checkKeys(md toml.MetaData) error {
-	for _, k := range md.Keys() {
-		t, bad, msg := schemaWalk(k)
-		if bad >= 0 {
-			key, line := v.locate(k[:bad+1], "")
-			return &Error{Path: v.Path, Line: line, Key: key, Msg: msg}
-		}
-		want := tomlTypes(t)
-		got := md.Type(k...)
-		if want == nil || got == "" || slices.Contains(want, got) {
-			continue
-		}
-		found := tomlTypeWords[got]
-		if found == "" {
-			found = strings.ToLower(got)
-		}
-		key, line := v.locate(k, got)
-		return &Error{Path: v.Path, Line: line, Key: key,
-			Msg: fmt.Sprintf("wrong type: the value is %s, but this key takes %s", found, describeType(t))}
-	}
-	if und := md.Undecoded(); len(und) > 0 {
-		key, line := v.locate(und[0], "")
-		return &Error{Path: v.Path, Line: line, Key: key, Msg: "unknown key (docs/vmfile.md lists every key)"}
-	}
-	return nil
-}
-
-// locate names a decoder key (no indices) by its first occurrence with a
-// value of TOML type kind ("" for any).
-func (v *Vmfile) locate(names []string, kind string) (string, int) {
-	if e, ok := v.keys().find(names, kind); ok {
-		return e.path, e.line
-	}
-	return keyPath(namesSegs(names)...), 0
 }

@@ -9,6 +9,8 @@ import (
 const template = `# Vmfile: the developer VM of this checkout, read by devvm.
 # Every key is optional; commented lines show the defaults.
 # Reference: docs/vmfile.md. Keys are case-sensitive; unknown keys are errors.
+# Personal settings (memory, cpus, ports) go in Vmfile.local next to this
+# file, which you keep out of git (add it to .gitignore).
 
 # Name of the VM (default: the checkout's directory name).
 name = @NAME@
@@ -25,6 +27,9 @@ name = @NAME@
 
 # Keep the guest's writes across ` + "`devvm halt`/`devvm up`" + ` (an overlay under .devvm/).
 # persistent = false
+
+# Size of the persistent disk (only with persistent = true; at least "2G").
+# disk = "20G"
 
 # How long ` + "`devvm up`" + ` waits for the guest's SSH server. Always give a unit.
 # boot_timeout = "10m"
@@ -52,6 +57,11 @@ name = @NAME@
 # manifest = "manifest.scm"
 # How long ` + "`guix system vm`" + ` may take.
 # build_timeout = "60m"
+# Directories of Guile modules the config and manifest use (guix -L).
+# load_path = [".guix/modules"]
+# For a pinned channel without an introduction only: skip the check that
+# its commits are signed by its authorized keys (see docs/vmfile.md).
+# disable_authentication = false
 
 # Directories shared with the guest over 9p. The first one is the checkout.
 [[share]]

@@ -5,6 +5,23 @@ package vmfile
 // FileName is the name of the Vmfile in a checkout.
 const FileName = "Vmfile"
 
+// LocalFileName is the per-user override file next to the Vmfile: not
+// committed, it may set only the keys that do not change the VM's build
+// (see LocalKeys).
+const LocalFileName = "Vmfile.local"
+
+// MaxFileSize is the largest Vmfile (or Vmfile.local) devvm reads: 70
+// times the Vmfile `devvm init` writes, and small enough that decoding the
+// most hostile file of that size allocates less than 100 MB
+// (TestCapMemory).
+const MaxFileSize = 256 << 10
+
+// Sizes of the persistent disk (key disk).
+const (
+	DefaultDisk = 20 * GiB
+	MinDisk     = 2 * GiB
+)
+
 // Backends devvm knows.
 const (
 	BackendGuix    = "guix"
@@ -29,6 +46,10 @@ type Vmfile struct {
 	CPUs int `toml:"cpus"`
 	// Persistent keeps guest writes across halt/up in an overlay under .devvm/.
 	Persistent bool `toml:"persistent"`
+	// Disk is the size of the persistent disk (guix system vm
+	// --image-size): DefaultDisk unless set; 0 when Persistent is false
+	// (the Vmfile may set disk only with persistent = true).
+	Disk Size `toml:"disk"`
 	// BootTimeout bounds how long `up` waits for SSH (default 10m).
 	BootTimeout Duration `toml:"boot_timeout"`
 
@@ -43,11 +64,17 @@ type Vmfile struct {
 	Dir string `toml:"-"`
 	// Path is the absolute path of the Vmfile. Not a TOML key.
 	Path string `toml:"-"`
-	// SSHPortPinned is true when the Vmfile sets ssh.port explicitly.
+	// SSHPortPinned is true when the Vmfile (or Vmfile.local) sets
+	// ssh.port explicitly.
 	SSHPortPinned bool `toml:"-"`
+	// LocalPath is the absolute path of the Vmfile.local that Load read
+	// over the Vmfile; "" when there is none.
+	LocalPath string `toml:"-"`
+	// Local lists the keys Vmfile.local set (entries of LocalKeys, in the
+	// order written), e.g. ["memory", "ssh.port"].
+	Local []string `toml:"-"`
 
-	src   []byte    // the text parsed, for the lines of KeyError
-	index *keyIndex // keys of src with their lines, built on demand
+	index map[string]keyPos // where each key is set, for KeyError
 }
 
 // SSH describes how devvm logs in to the guest.
@@ -76,6 +103,12 @@ type Guix struct {
 	Manifest string `toml:"manifest"`
 	// BuildTimeout bounds `guix system vm` (default 60m).
 	BuildTimeout Duration `toml:"build_timeout"`
+	// LoadPath are directories of Guile modules (guix -L DIR), as written:
+	// relative to the checkout unless absolute; see Resolve.
+	LoadPath []string `toml:"load_path"`
+	// DisableAuthentication passes --disable-authentication to guix
+	// time-machine: for pinned forks without a channel introduction.
+	DisableAuthentication bool `toml:"disable_authentication"`
 }
 
 // Share is a host directory mounted in the guest.

@@ -78,6 +78,11 @@ func (s Size) String() string {
 	return strconv.FormatUint(uint64(s), 10) + "B"
 }
 
+// Bytes returns the size in bytes. Give guix this number (guix system vm
+// --image-size=N): guix has no unit "B", which String uses for sizes that
+// are not whole KiB, and reads "GB" as 10^9 bytes where devvm reads 2^30.
+func (s Size) Bytes() uint64 { return uint64(s) }
+
 // MiB returns the size in whole MiB, rounded up (QEMU's -m unit).
 func (s Size) MiB() uint64 { return (uint64(s) + uint64(MiB) - 1) / uint64(MiB) }
 

@@ -194,6 +194,18 @@ type Updater interface {
 	UpdatesRunning() bool
 }
 
+// Restarter restarts a running machine in one step (`systemctl restart`)
+// and returns its new record; without it a restart is a halt and a boot.
+type Restarter interface {
+	RestartMachine(ctx context.Context, m *Machine, b *Build) (*Record, error)
+}
+
+// Prebuilder builds what `devvm build` builds when that is not what `up`
+// deploys (a hypervisor's runners, without touching its VMs).
+type Prebuilder interface {
+	Prebuild(ctx context.Context, m *Machine) error
+}
+
 // Rollbacker points a machine back at its previous build and returns it;
 // the lifecycle records it and restarts the machine from it.
 type Rollbacker interface {

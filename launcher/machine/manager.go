@@ -175,10 +175,11 @@ func (mg *Manager) observe(ctx context.Context, m *Machine) (observed, error) {
 			return observed{state: backend.Stopped}, nil
 		}
 		// A remote machine runs whether or not this host recorded it.
-		if v := mg.d.Probe(ctx, m, nil); v.State != backend.Stopped {
+		v := mg.d.Probe(ctx, m, nil)
+		if v.State != backend.Stopped {
 			return observed{rec: &Record{Backend: mg.d.Kind()}, state: v.State, reason: v.Reason}, nil
 		}
-		return observed{state: backend.Stopped}, nil
+		return observed{state: backend.Stopped, reason: v.Reason}, nil
 	}
 	if rec.Process != nil {
 		if marker == "" {

@@ -67,9 +67,6 @@ func (mg *Manager) status(ctx context.Context, m *Machine) (backend.Status, erro
 	if rec.Ready {
 		s.Shares = append(s.Shares, ShareStatus(SSHSpecs(mg.vf), rec.SSHShares)...)
 	}
-	if d, ok := mg.d.(Describer); ok {
-		d.Describe(m, rec, &s)
-	}
 	switch {
 	case o.state == backend.Broken && rec.LoginRefused != "":
 		s.Hint = "the guest's OS config must authorize one of the keys devvm offered for its user; `devvm halt " + m.Name + "` stops it"
@@ -80,6 +77,9 @@ func (mg *Manager) status(ctx context.Context, m *Machine) (backend.Status, erro
 			s.Outdated = true
 			s.Hint = "outdated (" + why + "): `devvm reload " + m.Name + "` boots the current build"
 		}
+	}
+	if d, ok := mg.d.(Describer); ok {
+		d.Describe(m, rec, &s)
 	}
 	return s, nil
 }

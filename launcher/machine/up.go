@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -29,6 +30,12 @@ func (mg *Manager) Build(ctx context.Context, opts backend.BuildOptions) error {
 		return err
 	}
 	for _, m := range ms {
+		if pb, ok := mg.d.(Prebuilder); ok {
+			if err := pb.Prebuild(ctx, m); err != nil {
+				return err
+			}
+			continue
+		}
 		if _, err := mg.build(ctx, m, opts); err != nil {
 			return err
 		}
@@ -98,21 +105,41 @@ func (mg *Manager) Up(ctx context.Context, names []string, opts backend.UpOption
 	if err := mg.prepare(ctx, ms); err != nil {
 		return err
 	}
+	done := map[string][]string{}
 	for _, m := range ms {
 		if opts.Foreground {
 			return mg.upForeground(ctx, m, opts, release)
 		}
-		if err := mg.up(ctx, m, opts); err != nil {
+		what, err := mg.up(ctx, m, opts)
+		if err != nil {
 			return err
 		}
+		done[what] = append(done[what], m.Name)
+	}
+	if u, ok := mg.d.(Updater); ok && u.UpdatesRunning() {
+		mg.ui.Printf("deployed: restarted %s; started %s; unchanged %s", list(done[upRestarted]), list(done[upStarted]), list(done[upUnchanged]))
 	}
 	return nil
 }
 
-func (mg *Manager) up(ctx context.Context, m *Machine, opts backend.UpOptions) error {
+// What up did to a machine.
+const (
+	upStarted   = "started"
+	upRestarted = "restarted"
+	upUnchanged = "unchanged"
+)
+
+func list(names []string) string {
+	if len(names) == 0 {
+		return "none"
+	}
+	return strings.Join(names, ", ")
+}
+
+func (mg *Manager) up(ctx context.Context, m *Machine, opts backend.UpOptions) (string, error) {
 	o, err := mg.observe(ctx, m)
 	if err != nil {
-		return err
+		return "", err
 	}
 	switch o.state {
 	case backend.Running, backend.Starting:
@@ -129,18 +156,18 @@ func (mg *Manager) up(ctx context.Context, m *Machine, opts backend.UpOptions) e
 		mg.ui.Printf("%s", msg)
 		if o.state == backend.Starting {
 			if err := mg.waitReady(ctx, m, o.rec, opts.Timeout, true); err != nil {
-				return err
+				return "", err
 			}
 		}
-		return mg.startShares(ctx, m, o.rec)
+		return upUnchanged, mg.startShares(ctx, m, o.rec)
 	case backend.Broken:
-		return mg.errNotRunning(m, o)
+		return "", mg.errNotRunning(m, o)
 	}
 	b, err := mg.prepareBoot(ctx, m, o, opts.BuildOptions)
 	if err != nil {
-		return err
+		return "", err
 	}
-	return mg.boot(ctx, m, b, opts.Timeout, true)
+	return upStarted, mg.boot(ctx, m, b, opts.Timeout, true)
 }
 
 // prepareBoot readies a stopped machine for a boot: its stale record goes,
@@ -175,25 +202,44 @@ func (mg *Manager) boot(ctx context.Context, m *Machine, b *Build, timeout time.
 
 // update deploys a running machine's current inputs and restarts it when
 // the build changed or it runs an older one (Updater drivers).
-func (mg *Manager) update(ctx context.Context, m *Machine, o observed, opts backend.UpOptions) error {
+func (mg *Manager) update(ctx context.Context, m *Machine, o observed, opts backend.UpOptions) (string, error) {
 	b, err := mg.build(ctx, m, opts.BuildOptions)
+	if err != nil {
+		return "", err
+	}
+	if why := mg.d.Outdated(ctx, m, o.rec); why == "" && !b.Changed {
+		if !o.rec.Ready {
+			if err := mg.waitReady(ctx, m, o.rec, opts.Timeout, false); err != nil {
+				return "", err
+			}
+		}
+		return upUnchanged, mg.startShares(ctx, m, o.rec)
+	}
+	return upRestarted, mg.restartRecord(ctx, m, o.rec, b, opts.Timeout)
+}
+
+// restartRecord restarts a running machine from b: in one step when the
+// driver can (Restarter), else by a halt and a boot.
+func (mg *Manager) restartRecord(ctx context.Context, m *Machine, rec *Record, b *Build, timeout time.Duration) error {
+	r, ok := mg.d.(Restarter)
+	if !ok {
+		if err := mg.haltRecord(ctx, m, rec, backend.HaltOptions{}); err != nil {
+			return err
+		}
+		return mg.boot(ctx, m, b, timeout, true)
+	}
+	mg.stopShares(ctx, rec)
+	nrec, err := r.RestartMachine(ctx, m, b)
 	if err != nil {
 		return err
 	}
-	if why := mg.d.Outdated(ctx, m, o.rec); why == "" && !b.Changed {
-		mg.ui.Printf("VM %q is running its current build: unchanged", m.Name)
-		if !o.rec.Ready {
-			if err := mg.waitReady(ctx, m, o.rec, opts.Timeout, false); err != nil {
-				return err
-			}
-		}
-		return mg.startShares(ctx, m, o.rec)
-	}
-	mg.ui.Printf("VM %q runs an older build: restarting it", m.Name)
-	if err := mg.haltRecord(ctx, m, o.rec, backend.HaltOptions{}); err != nil {
+	if err := mg.save(m, nrec); err != nil {
 		return err
 	}
-	return mg.boot(ctx, m, b, opts.Timeout, true)
+	if err := mg.waitReady(ctx, m, nrec, timeout, true); err != nil {
+		return err
+	}
+	return mg.startShares(ctx, m, nrec)
 }
 
 // waitReady waits until SSH accepts devvm's key, pins the host key of this
@@ -354,13 +400,6 @@ func (mg *Manager) restart(ctx context.Context, m *Machine) error {
 	if err != nil {
 		return err
 	}
-	if o.rec != nil && o.state != backend.Stopped {
-		if err := mg.haltRecord(ctx, m, o.rec, backend.HaltOptions{}); err != nil {
-			return err
-		}
-	} else {
-		mg.cleanStale(ctx, m, o)
-	}
 	b, err := lastBuild(m)
 	if err != nil {
 		return err
@@ -370,6 +409,10 @@ func (mg *Manager) restart(ctx context.Context, m *Machine) error {
 			return err
 		}
 	}
+	if o.rec != nil && o.state != backend.Stopped {
+		return mg.restartRecord(ctx, m, o.rec, b, 0)
+	}
+	mg.cleanStale(ctx, m, o)
 	return mg.boot(ctx, m, b, 0, true)
 }
 

@@ -32,7 +32,11 @@ type local struct{ *common }
 var (
 	_ machine.Driver     = (*local)(nil)
 	_ machine.Rollbacker = (*local)(nil)
+	_ machine.Describer  = (*local)(nil)
 )
+
+// Describe implements machine.Describer.
+func (l *local) Describe(m *machine.Machine, rec *machine.Record, s *backend.Status) { describe(m, s) }
 
 func (l *local) flake() (string, error) {
 	rel, err := l.flakeRel()

@@ -322,6 +322,8 @@ var (
 	_ machine.Describer    = (*remote)(nil)
 	_ machine.AuthKeyFiles = (*remote)(nil)
 	_ machine.Closer       = (*remote)(nil)
+	_ machine.Restarter    = (*remote)(nil)
+	_ machine.Prebuilder   = (*remote)(nil)
 )
 
 // Identity implements machine.Driver: the hypervisor's systemd runs the VM,
@@ -403,6 +405,17 @@ func (r *remote) Build(ctx context.Context, m *machine.Machine, prev *machine.Bu
 		BuiltAt: r.env.Now(), Changed: now.Current != before.Current}, nil
 }
 
+// Prebuild implements machine.Prebuilder: `devvm build` builds each runner
+// on the hypervisor without touching the VMs.
+func (r *remote) Prebuild(ctx context.Context, m *machine.Machine) error {
+	flake, err := r.flakeRef()
+	if err != nil {
+		return err
+	}
+	_, err = r.exec(ctx, "nix build --no-link --print-out-paths "+shq(flake+"#nixosConfigurations."+r.hvName(m.Name)+".config.microvm.declaredRunner"), nil, true)
+	return err
+}
+
 // Start implements machine.Driver: systemctl start, then check that systemd
 // really runs it (a start skipped by the unit's ConditionPathExists
 // succeeds and leaves the unit inactive).
@@ -410,8 +423,19 @@ func (r *remote) Start(ctx context.Context, m *machine.Machine, b *machine.Build
 	if fg {
 		return nil, fmt.Errorf("microvm.nix VMs on a hypervisor run under systemd; `devvm run %s` runs one in the foreground (microvm -r)", m.Name)
 	}
+	return r.systemctl(ctx, m, b, "start")
+}
+
+// RestartMachine implements machine.Restarter: `systemctl restart`.
+func (r *remote) RestartMachine(ctx context.Context, m *machine.Machine, b *machine.Build) (*machine.Record, error) {
+	return r.systemctl(ctx, m, b, "restart")
+}
+
+// systemctl starts or restarts the VM's unit and checks that systemd really
+// runs it.
+func (r *remote) systemctl(ctx context.Context, m *machine.Machine, b *machine.Build, verb string) (*machine.Record, error) {
 	hv := r.hvName(m.Name)
-	if _, err := r.exec(ctx, "systemctl start "+unit(hv), nil, true); err != nil {
+	if _, err := r.exec(ctx, "systemctl "+verb+" "+unit(hv), nil, true); err != nil {
 		return nil, err
 	}
 	in, err := r.info(ctx, m)
@@ -469,6 +493,14 @@ func (r *remote) Describe(m *machine.Machine, rec *machine.Record, s *backend.St
 	s.SSH = hostPort(mm.Address, mm.Port)
 	if !mm.Routed {
 		s.SSH += " via " + r.dest.Host
+	}
+	describe(m, s)
+}
+
+// describe says how a microvm is brought to its current runner.
+func describe(m *machine.Machine, s *backend.Status) {
+	if s.Outdated {
+		s.Hint = fmt.Sprintf("`devvm restart %s` boots the current runner", m.Name)
 	}
 }
 

@@ -62,7 +62,7 @@ func TestLocal(t *testing.T) {
 	if err := b.Build(ctx, backend.BuildOptions{}); err != nil {
 		t.Fatalf("build: %v", err)
 	}
-	if s := statusOf(t, b)["vm1"]; s.State != backend.Outdated || !s.Outdated || link("old") != first {
+	if s := statusOf(t, b)["vm1"]; s.State != backend.Running || !s.Outdated || link("old") != first {
 		t.Errorf("after build: %+v, old %q (want %q)", s, link("old"), first)
 	}
 	if err := b.Restart(ctx, []string{"vm1"}); err != nil {

@@ -241,7 +241,7 @@ guest = "/mnt/infra"
 			t.Errorf("share-serve processes of vm2 left after halt: %v", got)
 		}
 		st := statusOf(t, b)
-		if s := st["vm1"]; s.State != backend.Outdated || !s.Outdated || !strings.Contains(s.Hint, "devvm restart vm1") {
+		if s := st["vm1"]; s.State != backend.Running || !s.Outdated || !strings.Contains(s.Hint, "devvm restart vm1") {
 			t.Errorf("vm1: %+v", s)
 		}
 		if s := st["vm2"]; s.State != backend.Stopped || s.Outdated {
@@ -251,7 +251,7 @@ guest = "/mnt/infra"
 			t.Errorf("vm3: %+v", s)
 		}
 		js, _ := json.Marshal(st["vm1"])
-		if !strings.Contains(string(js), `"state":"outdated"`) || !strings.Contains(string(js), `"outdated":true`) {
+		if !strings.Contains(string(js), `"state":"running"`) || !strings.Contains(string(js), `"outdated":true`) {
 			t.Errorf("json: %s", js)
 		}
 	})

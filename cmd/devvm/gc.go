@@ -13,7 +13,7 @@ func gcCommand() *cli.Command {
 		Usage: "remove GC roots and disks of builds no VM uses any more, then collect the store's garbage",
 		Flags: []cli.Flag{&cli.BoolFlag{Name: "dry-run", Usage: "list what would be removed; change nothing"}},
 		Action: func(c *cli.Context) error {
-			b, _, _, err := open(c)
+			b, _, _, err := openBackend(c)
 			if err != nil {
 				return err
 			}

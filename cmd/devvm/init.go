@@ -1,22 +1,41 @@
 package main
 
 import (
+	"context"
+	"fmt"
 	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
 
 	"github.com/devvm/devvm/launcher/engine"
 	"github.com/devvm/devvm/launcher/hostenv"
+	"github.com/devvm/devvm/launcher/vmfile"
 	"github.com/devvm/devvm/templates"
 	"github.com/urfave/cli/v2"
 )
+
+// initOptions are the inputs of `devvm init`.
+type initOptions struct {
+	IO       *hostenv.IOStreams
+	Env      *hostenv.Env
+	Dir      string
+	Name     string
+	Template string
+	Force    bool
+	Nested   bool
+}
 
 func initCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "init",
 		Usage: "write a Vmfile, dev-vm.scm and a pinned channels.scm into the checkout (never overwriting without --force)",
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "name", Usage: "VM name (default: the directory's name)"},
-			&cli.StringFlag{Name: "template", Value: templates.DefaultGuix, Usage: "Guix config template: " + joinNames(templates.GuixNames())},
+			&cli.StringFlag{Name: "name", Usage: "VM name: lower-case letters, digits, '-' and '_' (default: the directory's name)"},
+			&cli.StringFlag{Name: "template", Value: templates.DefaultGuix, Usage: "Guix config template: " + strings.Join(templates.GuixNames(), ", ")},
 			&cli.BoolFlag{Name: "force", Aliases: []string{"f"}, Usage: "overwrite the Vmfile, dev-vm.scm and channels.scm"},
+			&cli.BoolFlag{Name: "nested", Usage: "write a Vmfile even though a directory above has one"},
 		},
 		Action: func(c *cli.Context) error {
 			dir := c.String("dir")
@@ -27,20 +46,45 @@ func initCommand() *cli.Command {
 				}
 				dir = wd
 			}
-			return engine.Init(c.Context, hostenv.FromOS(), newUI(), engine.InitOptions{
-				Dir: dir, Name: c.String("name"), Template: c.String("template"), Force: c.Bool("force"),
-			})
+			return runInit(c.Context, &initOptions{IO: streams(c), Env: hostenv.FromOS(), Dir: dir, Name: c.String("name"),
+				Template: c.String("template"), Force: c.Bool("force"), Nested: c.Bool("nested")})
 		},
 	}
 }
 
-func joinNames(ns []string) string {
-	s := ""
-	for i, n := range ns {
-		if i > 0 {
-			s += ", "
-		}
-		s += n
+// vmName is the rule of launcher/vmfile for VM names (its nameRe).
+// TODO(coordinator): use the validator launcher/vmfile exports.
+var vmName = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
+
+func runInit(ctx context.Context, o *initOptions) error {
+	if o.Name != "" && !vmName.MatchString(o.Name) {
+		return usageError("--name %q is not a valid VM name: use lower-case letters, digits, '-' and '_', starting with a letter or digit, at most 63 (e.g. --name %s)",
+			o.Name, vmfile.SanitizeName(o.Name))
 	}
-	return s
+	if !slices.Contains(templates.GuixNames(), o.Template) {
+		return usageError("--template %q is not a template devvm has (%s)", o.Template, strings.Join(templates.GuixNames(), ", "))
+	}
+	dir, err := filepath.Abs(o.Dir)
+	if err != nil {
+		return err
+	}
+	if above := vmfileAbove(dir); above != "" && !o.Nested {
+		return fmt.Errorf("%s already describes a VM for %s (devvm uses the nearest Vmfile upwards): run devvm commands here as they are, or `devvm init --nested` for a second VM of this subdirectory", above, dir)
+	}
+	ui := &engine.UI{}
+	wireUI(ui, o.IO)
+	return engine.Init(ctx, o.Env, ui, engine.InitOptions{Dir: dir, Name: o.Name, Template: o.Template, Force: o.Force})
+}
+
+// vmfileAbove returns the nearest Vmfile in a directory above dir, or "".
+func vmfileAbove(dir string) string {
+	for d := filepath.Dir(dir); ; d = filepath.Dir(d) {
+		p := filepath.Join(d, vmfile.FileName)
+		if st, err := os.Stat(p); err == nil && !st.IsDir() {
+			return p
+		}
+		if filepath.Dir(d) == d {
+			return ""
+		}
+	}
 }

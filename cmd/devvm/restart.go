@@ -20,11 +20,14 @@ func restartCommand() *cli.Command {
 		Usage:     "restart machines without rebuilding (MicroVMs: systemctl restart microvm@NAME, then verify)",
 		ArgsUsage: "[MACHINE…]",
 		Action: func(c *cli.Context) error {
-			b, _, _, err := open(c)
+			b, _, _, err := openBackend(c)
 			if err != nil {
 				return err
 			}
-			names := machineArgs(c, b)
+			names, err := machineArgs(c, b)
+			if err != nil {
+				return err
+			}
 			if r, ok := b.(restarter); ok {
 				return r.Restart(c.Context, names)
 			}

@@ -210,13 +210,13 @@ func TestSSHRunsExactArgvInWorkdir(t *testing.T) {
 	}
 	// A missing workdir: the command does not run elsewhere.
 	ios, _, out, errOut = hostenv.TestIOStreams()
-	o = &sshOptions{IO: ios, Backend: f, Workdir: filepath.Join(wd, "nope"), Args: []string{"--", "touch", "ran"}}
+	ran := filepath.Join(t.TempDir(), "ran")
+	o = &sshOptions{IO: ios, Backend: f, Workdir: filepath.Join(wd, "nope"), Args: []string{"--", "touch", ran}}
 	code, err = runSSH(ctxOf(t), o)
-	if err != nil || code != 1 || !strings.Contains(errOut.String(), "is not a directory in the guest") {
-		t.Errorf("missing workdir: %d %v %q", code, err, errOut)
+	if err != nil || code != 1 || out.Len() != 0 || !strings.Contains(errOut.String(), "is not a directory in the guest") {
+		t.Errorf("missing workdir: %d %v %q %q", code, err, out, errOut)
 	}
-	if _, err := os.Stat("ran"); err == nil {
-		os.Remove("ran")
+	if _, err := os.Stat(ran); err == nil {
 		t.Error("the command ran outside its workdir")
 	}
 	// --debug shows the target and the command line.

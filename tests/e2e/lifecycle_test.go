@@ -126,7 +126,7 @@ func TestLifecycle(t *testing.T) {
 	// destroy: no process, no state.
 	w.ok("up")
 	marker := w.marker(name)
-	r = w.ok("destroy", "-f", "--gc")
+	r = w.ok("destroy", "-f", "--yes", "--gc")
 	if !strings.Contains(r.stderr, "guix gc freed") {
 		t.Errorf("destroy --gc did not report the space freed:\n%s", r.stderr)
 	}
@@ -209,9 +209,9 @@ func TestConcurrentUp(t *testing.T) {
 
 	// The user-wide list shows it, from any directory; a VM whose
 	// checkout is gone is pruned.
-	var rows []map[string]any
+	var list struct{ Machines []map[string]any }
 	r := w.ok("--dir", "/", "list", "--json")
-	if json.Unmarshal([]byte(r.stdout), &rows) != nil || len(rows) != 1 || rows[0]["state"] != "running" || rows[0]["checkout"] != w.checkout {
+	if json.Unmarshal([]byte(r.stdout), &list) != nil || len(list.Machines) != 1 || list.Machines[0]["state"] != "running" || list.Machines[0]["checkout"] != w.checkout {
 		t.Errorf("list --json: %s", r.stdout)
 	}
 	w.ok("halt", "-f")
@@ -221,7 +221,7 @@ func TestConcurrentUp(t *testing.T) {
 	if !strings.Contains(r.stderr, "pruned") {
 		t.Errorf("list --prune did not drop the gone checkout:\n%s%s", r.stdout, r.stderr)
 	}
-	if r = w.ok("list", "--json"); strings.TrimSpace(r.stdout) != "[]" {
+	if r = w.ok("list", "--json"); !strings.Contains(r.stdout, `"machines": []`) {
 		t.Errorf("list after prune: %s", r.stdout)
 	}
 }
@@ -275,7 +275,7 @@ func TestStaleRecordUnrelatedProcess(t *testing.T) {
 	os.WriteFile(filepath.Join(dir, "runtime.json"), []byte(rec), 0o644)
 	w.ok("halt")
 	os.WriteFile(filepath.Join(dir, "runtime.json"), []byte(rec), 0o644)
-	w.ok("destroy", "-f")
+	w.ok("destroy", "-f", "--yes")
 	if err := victim.Process.Signal(syscall.Signal(0)); err != nil || !alive(victim.Process.Pid) {
 		t.Fatalf("the unrelated process was signalled: %v", err)
 	}
@@ -374,7 +374,7 @@ func TestPersistent(t *testing.T) {
 	if leaked, _ := filepath.Glob("/tmp/guix-image-" + filepath.Base(meta.Backing)); len(leaked) != 0 {
 		t.Errorf("guix's shared /tmp overlay was created: %v", leaked)
 	}
-	w.ok("destroy", "-f")
+	w.ok("destroy", "-f", "--yes")
 	if _, err := os.Stat(disks[0]); !os.IsNotExist(err) {
 		t.Errorf("destroy left the persistent disk: %v", err)
 	}

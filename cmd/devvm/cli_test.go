@@ -145,6 +145,7 @@ func TestUsageErrorsExit2Briefly(t *testing.T) {
 		{"-C", dir, "cp", "a", "b"},
 		{"-C", dir, "cp", "a"},
 		{"completion", "tcsh"},
+		{"help", "frobnicate"},
 		{"init", "--name", "Bad Name!"},
 	} {
 		code, out, errOut := runIn(t, args...)

@@ -17,6 +17,7 @@ func gcCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
+			w := streams(c).Out
 			rep, err := b.GC(c.Context, backend.GCOptions{DryRun: c.Bool("dry-run")})
 			if rep != nil {
 				verb := "removed"
@@ -24,19 +25,19 @@ func gcCommand() *cli.Command {
 					verb = "would remove"
 				}
 				for _, r := range rep.Roots {
-					fmt.Printf("%s GC root %s\n", verb, r)
+					fmt.Fprintf(w, "%s GC root %s\n", verb, r)
 				}
 				for _, f := range rep.Files {
-					fmt.Printf("%s %s\n", verb, f)
+					fmt.Fprintf(w, "%s %s\n", verb, f)
 				}
 				if len(rep.Roots)+len(rep.Files) == 0 {
-					fmt.Println("no unused builds")
+					fmt.Fprintln(w, "no unused builds")
 				}
 				if rep.StoreGC {
 					if rep.FreedBytes >= 0 {
-						fmt.Printf("store garbage collection freed %d bytes\n", rep.FreedBytes)
+						fmt.Fprintf(w, "store garbage collection freed %d bytes\n", rep.FreedBytes)
 					} else {
-						fmt.Println("store garbage collection done (it did not report the space freed)")
+						fmt.Fprintln(w, "store garbage collection done (it did not report the space freed)")
 					}
 				}
 			}

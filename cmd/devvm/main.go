@@ -53,6 +53,7 @@ func newApp(ios *hostenv.IOStreams) *cli.App {
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "dir", Aliases: []string{"C"}, Usage: "the checkout (default: the nearest directory upwards with a Vmfile)", EnvVars: []string{"DEVVM_DIR"}},
 			&cli.BoolFlag{Name: "debug", Usage: "show what devvm runs (guix and QEMU command lines, SSH targets) on stderr"},
+			cli.HelpFlag, // urfave adds it only with its own help command; helpCommand replaces that
 		},
 		Metadata:  map[string]any{iosKey: ios},
 		Writer:    ios.Out,
@@ -71,8 +72,9 @@ func newApp(ios *hostenv.IOStreams) *cli.App {
 			}
 			return cli.ShowAppHelp(c)
 		},
-		OnUsageError:   onUsageError,
-		ExitErrHandler: func(*cli.Context, error) {}, // run() prints and exits
+		OnUsageError:    onUsageError,
+		HideHelpCommand: true,                         // helpCommand below: an unknown topic is a usage error
+		ExitErrHandler:  func(*cli.Context, error) {}, // run() prints and exits
 		Commands: []*cli.Command{
 			initCommand(), doctorCommand(), buildCommand(),
 			upCommand(), statusCommand(), sshCommand(), sshConfigCommand(), cpCommand(),
@@ -80,13 +82,32 @@ func newApp(ios *hostenv.IOStreams) *cli.App {
 			logsCommand(), consoleCommand(), listCommand(), gcCommand(),
 			restartCommand(), rollbackCommand(), runCommand(),
 			shareServeCommand(),
-			versionCommand(), completionCommand(), completeMachinesCommand(),
+			versionCommand(), completionCommand(), completeMachinesCommand(), helpCommand(),
 		},
 	}
 	for _, cmd := range app.Commands {
 		cmd.OnUsageError = onUsageError
 	}
 	return app
+}
+
+// helpCommand is urfave/cli's, except that an unknown topic is a usage error.
+func helpCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "help",
+		Aliases:   []string{"h"},
+		Usage:     "show the commands, or the help of one command",
+		ArgsUsage: "[COMMAND]",
+		Action: func(c *cli.Context) error {
+			if c.NArg() == 0 {
+				return cli.ShowAppHelp(c)
+			}
+			if c.App.Command(c.Args().First()) == nil {
+				return usageError("%q is not a devvm command (devvm help lists them)", c.Args().First())
+			}
+			return cli.ShowCommandHelp(c.Lineage()[1], c.Args().First())
+		},
+	}
 }
 
 // onUsageError turns a flag parsing error into a usage error: a short

@@ -26,7 +26,7 @@ func sshConfigCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			fmt.Print(text)
+			fmt.Fprint(streams(c).Out, text)
 			return nil
 		},
 	}

@@ -233,7 +233,7 @@ func TestStatusSchema(t *testing.T) {
 	started := time.Date(2026, 12, 3, 17, 0, 0, 0, time.UTC)
 	f := &fake{machines: []string{"vm1", "vm2", "vm3"}, statuses: []backend.Status{
 		{Name: "vm1", Backend: "microvm", State: backend.Outdated, Outdated: true, Started: started, PID: 42, Hint: "a & b <c>",
-			ShareList:   []backend.ShareStatus{{Host: "/h", Guest: "/mnt/h", Tag: "share0", Mode: "ssh", Server: 7}},
+			ShareList:   []backend.ShareStatus{{Host: "/h", Guest: "/mnt/h", Tag: "share0", Mode: "ssh", Server: 7}, {Host: "/g", Guest: "/mnt/g", Mode: "ssh", Problem: "DOWN (server exited)"}},
 			ForwardList: []backend.ForwardStatus{{Proto: "tcp", Bind: "127.0.0.1", Host: 8080, Guest: 80}}},
 		{Name: "vm2", Backend: "microvm", State: backend.Stopped},
 		{Name: "vm3", Backend: "microvm", State: "weird"},
@@ -258,6 +258,9 @@ func TestStatusSchema(t *testing.T) {
 	}
 	if sh := m1["shares"].([]any)[0].(map[string]any); sh["guest"] != "/mnt/h" || sh["mode"] != "ssh" || sh["server_pid"] != 7.0 {
 		t.Errorf("vm1 shares: %v", m1["shares"])
+	}
+	if sh := m1["shares"].([]any)[1].(map[string]any); sh["problem"] != "DOWN (server exited)" {
+		t.Errorf("vm1's broken share: %v", sh)
 	}
 	if fw := m1["forwards"].([]any)[0].(map[string]any); fw["host"] != 8080.0 || fw["guest"] != 80.0 || fw["proto"] != "tcp" {
 		t.Errorf("vm1 forwards: %v", m1["forwards"])

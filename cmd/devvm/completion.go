@@ -28,7 +28,7 @@ func completionCommand() *cli.Command {
 			case "bash":
 				writeBashCompletion(w, c.App)
 			case "zsh":
-				fmt.Fprint(w, "#compdef devvm\n# devvm completion for zsh, through zsh's emulation of bash completion.\nautoload -U +X bashcompinit && bashcompinit\n")
+				fmt.Fprint(w, "# devvm completion for zsh (source it), through zsh's emulation of bash completion.\nautoload -U +X bashcompinit && bashcompinit\n")
 				writeBashCompletion(w, c.App)
 			case "fish":
 				writeFishCompletion(w, c.App)

@@ -57,6 +57,7 @@ type shareJSON struct {
 	Mode     string `json:"mode,omitempty"`
 	ReadOnly bool   `json:"readonly"`
 	Server   int    `json:"server_pid,omitempty"`
+	Problem  string `json:"problem,omitempty"`
 }
 
 type forwardJSON struct {

@@ -100,6 +100,9 @@ func printStatus(w io.Writer, s backend.Status) {
 					d += fmt.Sprintf(" (server pid %d)", sh.Server)
 				}
 			}
+			if sh.Problem != "" {
+				d += ": " + sh.Problem
+			}
 			shares = append(shares, d)
 		}
 	}

@@ -141,6 +141,9 @@ type ShareStatus struct {
 	ReadOnly bool
 	// Server is the pid of devvm's share server (mode "ssh"), 0 otherwise.
 	Server int
+	// Problem says why the share does not work now (e.g. its server
+	// exited, with the fix); empty when it works.
+	Problem string
 }
 
 // ForwardStatus is one port forwarded from the host to a machine.

@@ -14,7 +14,7 @@ func buildCommand() *cli.Command {
 			timeoutFlag(0, "bound the guix run (default: [guix] build_timeout, 60m)"),
 		},
 		Action: func(c *cli.Context) error {
-			b, _, _, err := open(c)
+			b, _, _, err := openBackend(c)
 			if err != nil {
 				return err
 			}

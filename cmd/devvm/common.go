@@ -7,6 +7,8 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/devvm/devvm/launcher/backend"
@@ -62,6 +64,35 @@ func open(c *cli.Context) (backend.Backend, *vmfile.Vmfile, *backend.UI, error) 
 	return b, vf, ui, nil
 }
 
+// streams returns the IOStreams the app runs with (newApp keeps them in
+// the app's metadata).
+func streams(c *cli.Context) *hostenv.IOStreams {
+	return c.App.Metadata[iosKey].(*hostenv.IOStreams)
+}
+
+const iosKey = "iostreams"
+
+// openBackend is open with the progress UI wired to the command's streams:
+// control sequences only on a terminal whose TERM is not dumb, questions
+// only when stdin and stderr are terminals, --debug lines when asked.
+func openBackend(c *cli.Context) (backend.Backend, *vmfile.Vmfile, *backend.UI, error) {
+	b, vf, ui, err := open(c)
+	if ui != nil {
+		wireUI(ui, streams(c))
+	}
+	return b, vf, ui, err
+}
+
+func wireUI(ui *backend.UI, ios *hostenv.IOStreams) {
+	ui.Err = ios.Err
+	ui.Terminal = ios.ProgressOnStderr()
+	ui.In = nil
+	if ios.CanPrompt() {
+		ui.In = ios.TerminalIn()
+	}
+	ui.Debug = ios.Debug()
+}
+
 // closers are backends holding connections (a remote hypervisor's SSH
 // connection); run closes them when the command ends.
 var closers []io.Closer
@@ -73,29 +104,48 @@ func closeAll() {
 	closers = nil
 }
 
-// machineArgs returns the machine names given as arguments, or all.
-func machineArgs(c *cli.Context, b backend.Backend) []string {
-	if c.NArg() > 0 {
-		return c.Args().Slice()
+// machineArgs returns the machine names given as arguments, or all; a
+// name the Vmfile does not define is a usage error.
+func machineArgs(c *cli.Context, b backend.Backend) ([]string, error) {
+	if c.NArg() == 0 {
+		return b.Machines(), nil
 	}
-	return b.Machines()
+	names := c.Args().Slice()
+	for _, n := range names {
+		if err := knownMachine(n, b.Machines()); err != nil {
+			return nil, err
+		}
+	}
+	return names, nil
 }
 
-// oneMachine returns the single machine an argument names (or the only one).
-func oneMachine(c *cli.Context, b backend.Backend, argc int) (string, error) {
+// oneMachine returns the single machine the argument names, or the only
+// one of the Vmfile.
+func oneMachine(c *cli.Context, b backend.Backend) (string, error) {
 	ms := b.Machines()
-	if argc > 0 {
-		return c.Args().First(), nil
-	}
-	if len(ms) != 1 {
-		return "", fmt.Errorf("this Vmfile defines several machines (%v): name one", ms)
+	switch {
+	case c.NArg() > 1:
+		return "", usageError("devvm %s takes one machine, got %d: %s", c.Command.Name, c.NArg(), strings.Join(c.Args().Slice(), " "))
+	case c.NArg() == 1:
+		return c.Args().First(), knownMachine(c.Args().First(), ms)
+	case len(ms) != 1:
+		return "", usageError("this Vmfile defines several machines (%s): name one, e.g. devvm %s %s", strings.Join(ms, ", "), c.Command.Name, ms[0])
 	}
 	return ms[0], nil
 }
 
-func printJSON(v any) error {
-	enc := json.NewEncoder(os.Stdout)
+func knownMachine(name string, machines []string) error {
+	if !slices.Contains(machines, name) {
+		return usageError("no machine %q in this Vmfile (it defines %s)", name, strings.Join(machines, ", "))
+	}
+	return nil
+}
+
+// printJSON writes v indented, with &, < and > as they are (not \u0026).
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
+	enc.SetEscapeHTML(false)
 	return enc.Encode(v)
 }
 

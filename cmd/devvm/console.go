@@ -12,11 +12,11 @@ func consoleCommand() *cli.Command {
 		Usage:     "attach to the VM's serial console (raw mode); Ctrl-] detaches",
 		ArgsUsage: "[MACHINE]",
 		Action: func(c *cli.Context) error {
-			b, _, _, err := open(c)
+			b, _, _, err := openBackend(c)
 			if err != nil {
 				return err
 			}
-			name, err := oneMachine(c, b, c.NArg())
+			name, err := oneMachine(c, b)
 			if err != nil {
 				return err
 			}

@@ -16,30 +16,31 @@ func gcCommand() *cli.Command {
 			&cli.BoolFlag{Name: "store", Usage: "collect every dead item of the store (plain `guix gc`), not only what devvm's old builds held"},
 		},
 		Action: func(c *cli.Context) error {
-			b, _, _, err := open(c)
+			b, _, _, err := openBackend(c)
 			if err != nil {
 				return err
 			}
-			rep, err := b.GC(c.Context, backend.GCOptions{DryRun: c.Bool("dry-run"), Store: c.Bool("store")})
+			w := streams(c).Out
+			rep, err := b.GC(c.Context, backend.GCOptions{DryRun: c.Bool("dry-run")})
 			if rep != nil {
 				verb := "removed"
 				if c.Bool("dry-run") {
 					verb = "would remove"
 				}
 				for _, r := range rep.Roots {
-					fmt.Printf("%s GC root %s\n", verb, r)
+					fmt.Fprintf(w, "%s GC root %s\n", verb, r)
 				}
 				for _, f := range rep.Files {
-					fmt.Printf("%s %s\n", verb, f)
+					fmt.Fprintf(w, "%s %s\n", verb, f)
 				}
 				if len(rep.Roots)+len(rep.Files) == 0 {
-					fmt.Println("no unused builds")
+					fmt.Fprintln(w, "no unused builds")
 				}
 				if rep.StoreGC {
 					if rep.FreedBytes >= 0 {
-						fmt.Printf("store garbage collection freed %d bytes\n", rep.FreedBytes)
+						fmt.Fprintf(w, "store garbage collection freed %d bytes\n", rep.FreedBytes)
 					} else {
-						fmt.Println("store garbage collection done (it did not report the space freed)")
+						fmt.Fprintln(w, "store garbage collection done (it did not report the space freed)")
 					}
 				}
 			}

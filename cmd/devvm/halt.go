@@ -15,11 +15,15 @@ func haltCommand() *cli.Command {
 			timeoutFlag(backend.DefaultHaltTimeout, "total bound of all steps"),
 		},
 		Action: func(c *cli.Context) error {
-			b, _, _, err := open(c)
+			b, _, _, err := openBackend(c)
 			if err != nil {
 				return stopOrphans(c, err, false)
 			}
-			return b.Halt(c.Context, machineArgs(c, b), backend.HaltOptions{Force: c.Bool("force"), Timeout: c.Duration("timeout")})
+			names, err := machineArgs(c, b)
+			if err != nil {
+				return err
+			}
+			return b.Halt(c.Context, names, backend.HaltOptions{Force: c.Bool("force"), Timeout: c.Duration("timeout")})
 		},
 	}
 }

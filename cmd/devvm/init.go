@@ -1,22 +1,41 @@
 package main
 
 import (
+	"context"
+	"fmt"
 	"os"
+	"path/filepath"
+	"slices"
+	"strings"
 
+	"github.com/devvm/devvm/launcher/backend"
 	"github.com/devvm/devvm/launcher/hostenv"
 	"github.com/devvm/devvm/launcher/project"
+	"github.com/devvm/devvm/launcher/vmfile"
 	"github.com/devvm/devvm/templates"
 	"github.com/urfave/cli/v2"
 )
+
+// initOptions are the inputs of `devvm init`.
+type initOptions struct {
+	IO       *hostenv.IOStreams
+	Env      *hostenv.Env
+	Dir      string
+	Name     string
+	Template string
+	Force    bool
+	Nested   bool
+}
 
 func initCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "init",
 		Usage: "write a Vmfile, dev-vm.scm and a pinned channels.scm into the checkout (never overwriting without --force)",
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "name", Usage: "VM name (default: the directory's name)"},
-			&cli.StringFlag{Name: "template", Value: templates.DefaultGuix, Usage: "Guix config template: " + joinNames(templates.GuixNames())},
+			&cli.StringFlag{Name: "name", Usage: "VM name: lower-case letters, digits, '-' and '_' (default: the directory's name)"},
+			&cli.StringFlag{Name: "template", Value: templates.DefaultGuix, Usage: "Guix config template: " + strings.Join(templates.GuixNames(), ", ")},
 			&cli.BoolFlag{Name: "force", Aliases: []string{"f"}, Usage: "overwrite the Vmfile, dev-vm.scm and channels.scm"},
+			&cli.BoolFlag{Name: "nested", Usage: "write a Vmfile even though a directory above has one"},
 		},
 		Action: func(c *cli.Context) error {
 			dir := c.String("dir")
@@ -27,20 +46,42 @@ func initCommand() *cli.Command {
 				}
 				dir = wd
 			}
-			return project.Init(c.Context, hostenv.FromOS(), newUI(), project.InitOptions{
-				Dir: dir, Name: c.String("name"), Template: c.String("template"), Force: c.Bool("force"),
-			})
+			return runInit(c.Context, &initOptions{IO: streams(c), Env: hostenv.FromOS(), Dir: dir, Name: c.String("name"),
+				Template: c.String("template"), Force: c.Bool("force"), Nested: c.Bool("nested")})
 		},
 	}
 }
 
-func joinNames(ns []string) string {
-	s := ""
-	for i, n := range ns {
-		if i > 0 {
-			s += ", "
+func runInit(ctx context.Context, o *initOptions) error {
+	if o.Name != "" {
+		if err := vmfile.ValidateName(o.Name); err != nil {
+			return usageError("--name: %v", err)
 		}
-		s += n
 	}
-	return s
+	if !slices.Contains(templates.GuixNames(), o.Template) {
+		return usageError("--template %q is not a template devvm has (%s)", o.Template, strings.Join(templates.GuixNames(), ", "))
+	}
+	dir, err := filepath.Abs(o.Dir)
+	if err != nil {
+		return err
+	}
+	if above := vmfileAbove(dir); above != "" && !o.Nested {
+		return fmt.Errorf("%s already describes a VM for %s (devvm uses the nearest Vmfile upwards): run devvm commands here as they are, or `devvm init --nested` for a second VM of this subdirectory", above, dir)
+	}
+	ui := &backend.UI{}
+	wireUI(ui, o.IO)
+	return project.Init(ctx, o.Env, ui, project.InitOptions{Dir: dir, Name: o.Name, Template: o.Template, Force: o.Force})
+}
+
+// vmfileAbove returns the nearest Vmfile in a directory above dir, or "".
+func vmfileAbove(dir string) string {
+	for d := filepath.Dir(dir); ; d = filepath.Dir(d) {
+		p := filepath.Join(d, vmfile.FileName)
+		if st, err := os.Stat(p); err == nil && !st.IsDir() {
+			return p
+		}
+		if filepath.Dir(d) == d {
+			return ""
+		}
+	}
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"text/tabwriter"
@@ -13,85 +14,95 @@ import (
 	"github.com/urfave/cli/v2"
 )
 
-// listed is one row of `devvm list`.
-type listed struct {
-	Name     string `json:"name"`
-	State    string `json:"state"`
-	SSH      string `json:"ssh,omitempty"`
-	PID      int    `json:"pid,omitempty"`
-	Backend  string `json:"backend"`
-	Checkout string `json:"checkout"`
-	Problem  string `json:"problem,omitempty"`
+// listOptions are the inputs of `devvm list`.
+type listOptions struct {
+	IO     *hostenv.IOStreams
+	Env    *hostenv.Env
+	Prune  bool
+	Output output
 }
 
 func listCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "list",
 		Usage: "list every VM devvm started, across checkouts",
-		Flags: []cli.Flag{
-			&cli.BoolFlag{Name: "json", Usage: "machine-readable output"},
-			&cli.BoolFlag{Name: "prune", Usage: "drop entries whose checkout or VM is gone"},
-		},
+		Flags: append(formatFlags("the machines"),
+			&cli.BoolFlag{Name: "prune", Usage: "drop entries whose checkout or VM is gone"}),
 		Action: func(c *cli.Context) error {
-			env := hostenv.FromOS()
-			reg := state.OpenRegistry(env.StateDir)
-			entries, err := reg.List()
+			out, err := outputOf(c)
 			if err != nil {
 				return err
 			}
-			var rows []listed
-			for _, e := range entries {
-				row := listed{Name: e.Name, Backend: e.Backend, Checkout: e.Checkout, State: "unknown"}
-				ui := &backend.UI{Err: os.Stderr}
-				b, _, err := backends.Open(e.Checkout, env, ui)
-				if err == nil {
-					defer b.Close()
-				}
-				vm := state.New(e.Checkout, e.Name, env.Dirs())
-				gone := false
-				if err != nil {
-					row.State, row.Problem, gone = "gone", err.Error(), true
-				} else if sts, err := b.Status(c.Context, []string{e.Name}); err != nil {
-					row.State, row.Problem, gone = "gone", err.Error(), true
-				} else {
-					s := sts[0]
-					row.State, row.SSH, row.PID = s.State, s.SSH, s.PID
-					if s.Outdated {
-						row.State += " (outdated)"
-					}
-					if _, err := os.Stat(vm.Dir()); err != nil && s.PID == 0 {
-						gone, row.Problem = true, "no state in "+vm.Dir()
-					}
-				}
-				if gone && machine.RecordedAlive(vm) {
-					// A Vmfile typo or an unreachable hypervisor is not a gone VM.
-					gone, row.State = false, "running (its Vmfile does not load)"
-				}
-				if gone && c.Bool("prune") {
-					if err := reg.Remove(e.ID); err != nil {
-						return err
-					}
-					fmt.Fprintf(os.Stderr, "devvm: pruned %s (%s): %s\n", e.Name, e.Checkout, row.Problem)
-					continue
-				}
-				rows = append(rows, row)
-			}
-			if c.Bool("json") {
-				if rows == nil {
-					rows = []listed{}
-				}
-				return printJSON(rows)
-			}
-			tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tSTATE\tSSH\tPID\tBACKEND\tCHECKOUT")
-			for _, r := range rows {
-				pid := ""
-				if r.PID > 0 {
-					pid = fmt.Sprint(r.PID)
-				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", r.Name, r.State, r.SSH, pid, r.Backend, r.Checkout)
-			}
-			return tw.Flush()
+			return runList(c.Context, &listOptions{IO: streams(c), Env: hostenv.FromOS(), Prune: c.Bool("prune"), Output: out})
 		},
 	}
+}
+
+func runList(ctx context.Context, o *listOptions) error {
+	t, err := o.Output.template()
+	if err != nil {
+		return err
+	}
+	reg := state.OpenRegistry(o.Env.StateDir)
+	entries, err := reg.List()
+	if err != nil {
+		return err
+	}
+	ms := []machineJSON{}
+	for _, e := range entries {
+		m, gone := listEntry(ctx, o, e)
+		if gone && o.Prune {
+			if err := reg.Remove(e.ID); err != nil {
+				return err
+			}
+			fmt.Fprintf(o.IO.Err, "devvm: pruned %s (%s): %s\n", e.Name, e.Checkout, m.Reason)
+			continue
+		}
+		ms = append(ms, m)
+	}
+	return o.Output.print(o.IO.Out, t, ms, func() error {
+		tw := tabwriter.NewWriter(o.IO.Out, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "NAME\tSTATE\tSSH\tPID\tBACKEND\tCHECKOUT")
+		for _, m := range ms {
+			pid, st := "", m.State
+			if m.PID > 0 {
+				pid = fmt.Sprint(m.PID)
+			}
+			if m.Outdated {
+				st += " (outdated)"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", m.Name, st, m.SSH, pid, m.Backend, m.Checkout)
+		}
+		return tw.Flush()
+	})
+}
+
+// listEntry reports one registry entry, and whether its checkout or VM is
+// gone (a candidate for --prune).
+func listEntry(ctx context.Context, o *listOptions, e state.Entry) (machineJSON, bool) {
+	broken := func(why string) (machineJSON, bool) {
+		return machineJSON{Name: e.Name, Backend: e.Backend, Checkout: e.Checkout, State: backend.Broken, Reason: why,
+			Shares: []shareJSON{}, Forwards: []forwardJSON{}}, true
+	}
+	ui := &backend.UI{}
+	wireUI(ui, o.IO)
+	vm := state.New(e.Checkout, e.Name, o.Env.Dirs())
+	b, _, err := backends.Open(e.Checkout, o.Env, ui)
+	if err != nil {
+		m, gone := broken(err.Error())
+		// A Vmfile typo or an unreachable hypervisor is not a gone VM.
+		return m, gone && !machine.RecordedAlive(vm)
+	}
+	defer b.Close()
+	sts, err := b.Status(ctx, []string{e.Name})
+	if err != nil || len(sts) != 1 {
+		return broken(fmt.Sprint(err))
+	}
+	m := machineOf(sts[0])
+	m.Checkout = e.Checkout
+	if _, err := os.Stat(vm.Dir()); err != nil && m.PID == 0 {
+		m.Reason = "no state in " + vm.Dir()
+		return m, true
+	}
+	return m, false
 }

@@ -104,19 +104,29 @@ func TestInitThenStatusAndDoctor(t *testing.T) {
 		t.Fatalf("init: %+v", r)
 	}
 	r := devvm(t, dir, "status", "--json")
-	var sts []map[string]any
-	if r.code != 0 || json.Unmarshal([]byte(r.out), &sts) != nil || sts[0]["state"] != "stopped" {
+	var sts struct {
+		Schema   string
+		Machines []map[string]any
+	}
+	if r.code != 0 || json.Unmarshal([]byte(r.out), &sts) != nil || sts.Schema != "devvm/v1" || sts.Machines[0]["state"] != "stopped" {
 		t.Errorf("status --json of a new VM: %+v", r)
+	}
+	if _, ok := sts.Machines[0]["started"]; ok {
+		t.Errorf("status --json of a stopped VM has a start time: %s", r.out)
 	}
 	// No guix on PATH: doctor fails (exit 1) and says how to fix it.
 	r = devvm(t, dir, "doctor", "--json")
-	var checks []map[string]any
-	if r.code != 1 || json.Unmarshal([]byte(r.out), &checks) != nil {
+	var checks struct {
+		Schema string
+		OK     bool
+		Checks []map[string]any
+	}
+	if r.code != 1 || json.Unmarshal([]byte(r.out), &checks) != nil || checks.Schema != "devvm/v1" || checks.OK {
 		t.Fatalf("doctor --json without guix: exit %d, %q", r.code, r.out)
 	}
 	found := false
-	for _, c := range checks {
-		if c["check"] == "guix" && c["ok"] == false && c["fix"] != "" {
+	for _, c := range checks.Checks {
+		if c["name"] == "guix" && c["ok"] == false && c["fix"] != "" {
 			found = true
 		}
 	}
@@ -143,27 +153,32 @@ func TestSplitSSHArgs(t *testing.T) {
 	cases := []struct {
 		args     []string
 		machines []string
-		dashdash bool
 		name     string
 		argv     []string
 		bad      bool
 	}{
-		{nil, one, false, "qbuf", nil, false},
-		{[]string{"uname", "-a"}, one, true, "qbuf", []string{"uname", "-a"}, false},
-		{[]string{"qbuf"}, one, false, "qbuf", nil, false},
-		{[]string{"qbuf", "--", "ls"}, one, true, "qbuf", []string{"ls"}, false},
-		{[]string{"qbuf"}, one, true, "qbuf", []string{"qbuf"}, false}, // devvm ssh -- qbuf runs a command "qbuf"
-		{[]string{"ls"}, one, false, "", nil, true},
-		{[]string{"vm2", "--", "id"}, many, true, "vm2", []string{"id"}, false},
-		{[]string{"vm2"}, many, false, "vm2", nil, false},
-		{nil, many, false, "", nil, true},
-		{[]string{"vm3", "--", "id"}, many, true, "", nil, true},
-		{[]string{"a", "b", "--", "id"}, many, true, "", nil, true},
+		{nil, one, "qbuf", nil, false},
+		{[]string{"--", "uname", "-a"}, one, "qbuf", []string{"uname", "-a"}, false},
+		{[]string{"qbuf"}, one, "qbuf", nil, false},
+		{[]string{"qbuf", "--", "ls"}, one, "qbuf", []string{"ls"}, false},
+		{[]string{"--", "qbuf"}, one, "qbuf", []string{"qbuf"}, false}, // devvm ssh -- qbuf runs a command "qbuf"
+		{[]string{"--", "git", "log", "--", "README.md"}, one, "qbuf", []string{"git", "log", "--", "README.md"}, false},
+		{[]string{"qbuf", "--", "npm", "test", "--", "--watch"}, one, "qbuf", []string{"npm", "test", "--", "--watch"}, false},
+		{[]string{"ls"}, one, "", nil, true},
+		{[]string{"qbuf", "ls"}, one, "", nil, true},
+		{[]string{"qbuf", "-x"}, one, "", nil, true},
+		{[]string{"--"}, one, "", nil, true},
+		{[]string{"vm2", "--", "id"}, many, "vm2", []string{"id"}, false},
+		{[]string{"vm2"}, many, "vm2", nil, false},
+		{nil, many, "", nil, true},
+		{[]string{"--", "id"}, many, "", nil, true},
+		{[]string{"vm3", "--", "id"}, many, "", nil, true},
+		{[]string{"vm1", "vm2", "--", "id"}, many, "", nil, true},
 	}
 	for _, c := range cases {
-		name, argv, err := splitSSHArgs(c.args, c.machines, c.dashdash)
+		name, argv, err := splitSSHArgs(c.args, c.machines)
 		if (err != nil) != c.bad || name != c.name || !slices.Equal(argv, c.argv) {
-			t.Errorf("splitSSHArgs(%q, %q, %v) = %q, %q, %v", c.args, c.machines, c.dashdash, name, argv, err)
+			t.Errorf("splitSSHArgs(%q, %q) = %q, %q, %v", c.args, c.machines, name, argv, err)
 		}
 	}
 }

@@ -16,11 +16,14 @@ func reloadCommand() *cli.Command {
 			timeoutFlag(0, "how long to wait for SSH after the restart"),
 		},
 		Action: func(c *cli.Context) error {
-			b, _, _, err := open(c)
+			b, _, _, err := openBackend(c)
 			if err != nil {
 				return err
 			}
-			names := machineArgs(c, b)
+			names, err := machineArgs(c, b)
+			if err != nil {
+				return err
+			}
 			if err := b.Halt(c.Context, names, backend.HaltOptions{Force: c.Bool("force"), Timeout: backend.DefaultHaltTimeout}); err != nil {
 				return err
 			}

@@ -10,11 +10,15 @@ func restartCommand() *cli.Command {
 		Usage:     "halt machines and boot their last build again, without rebuilding",
 		ArgsUsage: "[MACHINE…]",
 		Action: func(c *cli.Context) error {
-			b, _, _, err := open(c)
+			b, _, _, err := openBackend(c)
 			if err != nil {
 				return err
 			}
-			return b.Restart(c.Context, machineArgs(c, b))
+			names, err := machineArgs(c, b)
+			if err != nil {
+				return err
+			}
+			return b.Restart(c.Context, names)
 		},
 	}
 }

@@ -10,11 +10,11 @@ func runCommand() *cli.Command {
 		Usage:     "run a machine in the foreground with its console on this terminal (like microvm -r; for Guix VMs: up --foreground)",
 		ArgsUsage: "[MACHINE]",
 		Action: func(c *cli.Context) error {
-			b, _, _, err := open(c)
+			b, _, _, err := openBackend(c)
 			if err != nil {
 				return err
 			}
-			name, err := oneMachine(c, b, c.NArg())
+			name, err := oneMachine(c, b)
 			if err != nil {
 				return err
 			}

@@ -14,11 +14,11 @@ func sshConfigCommand() *cli.Command {
 			"   Include /path/to/checkout/.devvm/*/ssh_config\nat the top of ~/.ssh/config.",
 		ArgsUsage: "[MACHINE]",
 		Action: func(c *cli.Context) error {
-			b, _, _, err := open(c)
+			b, _, _, err := openBackend(c)
 			if err != nil {
 				return err
 			}
-			name, err := oneMachine(c, b, c.NArg())
+			name, err := oneMachine(c, b)
 			if err != nil {
 				return err
 			}
@@ -26,7 +26,7 @@ func sshConfigCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			fmt.Print(text)
+			fmt.Fprint(streams(c).Out, text)
 			return nil
 		},
 	}

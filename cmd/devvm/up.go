@@ -18,11 +18,15 @@ func upCommand() *cli.Command {
 			&cli.DurationFlag{Name: "build-timeout", Usage: "bound the guix run (default: [guix] build_timeout)"},
 		},
 		Action: func(c *cli.Context) error {
-			b, _, _, err := open(c)
+			b, _, _, err := openBackend(c)
 			if err != nil {
 				return err
 			}
-			return b.Up(c.Context, machineArgs(c, b), backend.UpOptions{
+			names, err := machineArgs(c, b)
+			if err != nil {
+				return err
+			}
+			return b.Up(c.Context, names, backend.UpOptions{
 				BuildOptions: backend.BuildOptions{Rebuild: c.Bool("rebuild"), Timeout: c.Duration("build-timeout")},
 				Timeout:      c.Duration("timeout"), Foreground: c.Bool("foreground"),
 			})

@@ -5,6 +5,7 @@ package backend
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -105,7 +106,15 @@ type GCReport struct {
 type LogOptions struct {
 	Follow bool
 	Lines  int // last N lines; 0 = all
+	// WaitingForBoot, if set, is called once when Follow waits for a log
+	// that does not exist yet because the machine never booted, before
+	// waiting; the CLI tells the user so.
+	WaitingForBoot func()
 }
+
+// ErrNoLog is matched (errors.Is) by the error Logs returns without Follow
+// when the machine never booted, so there is no log yet.
+var ErrNoLog = errors.New("no log yet: the machine has not booted")
 
 // Machine states.
 const (
@@ -136,6 +145,32 @@ type Status struct {
 	BuildKey string    `json:"build_key,omitempty"`
 	Checkout string    `json:"checkout,omitempty"`
 	Hint     string    `json:"hint,omitempty"`
+	// ShareList and ForwardList are Shares and Forwards as structures
+	// (what `status --json` prints); nil when the backend does not say.
+	ShareList   []ShareStatus   `json:"-"`
+	ForwardList []ForwardStatus `json:"-"`
+}
+
+// ShareStatus is one directory shared with a machine.
+type ShareStatus struct {
+	Host     string // absolute host directory
+	Guest    string // mount point in the guest
+	Tag      string // 9p mount tag
+	Mode     string // "virtio" or "ssh"
+	ReadOnly bool
+	// Server is the pid of devvm's share server (mode "ssh"), 0 otherwise.
+	Server int
+	// Problem says why the share does not work now (e.g. its server
+	// exited, with the fix); empty when it works.
+	Problem string
+}
+
+// ForwardStatus is one port forwarded from the host to a machine.
+type ForwardStatus struct {
+	Proto string // "tcp" or "udp"
+	Bind  string // host address
+	Host  int    // host port
+	Guest int    // guest port
 }
 
 // UI is where commands report progress.
@@ -147,7 +182,8 @@ type UI struct {
 	Terminal bool
 	// In is the terminal to ask questions on (nil: never ask).
 	In *os.File
-	// Debug, when set, receives what devvm runs (commands, argv, SSH targets).
+	// Debug, when not nil (devvm --debug), receives what devvm runs: guix
+	// and QEMU argv, SSH targets. Write to it with Debugf.
 	Debug io.Writer
 }
 
@@ -156,7 +192,7 @@ func (u *UI) Printf(format string, a ...any) {
 	fmt.Fprintf(u.Err, "devvm: "+format+"\n", a...)
 }
 
-// Debugf writes one line to Debug, when set.
+// Debugf writes one --debug line when Debug is set.
 func (u *UI) Debugf(format string, a ...any) {
 	if u.Debug != nil {
 		fmt.Fprintf(u.Debug, "devvm: debug: "+format+"\n", a...)

@@ -189,6 +189,9 @@ func (mg *Manager) Destroy(ctx context.Context, names []string, opts backend.Des
 		if len(disks) > 0 {
 			what = append(what, fmt.Sprintf("its persistent disk (%s) will be deleted with everything written in the guest", strings.Join(disks, ", ")))
 		}
+		if marker, _ := mg.d.Identity(m); marker == "" {
+			what = append(what, "its state on the hypervisor will be deleted")
+		}
 		if len(what) > 0 && !opts.Yes {
 			q := fmt.Sprintf("destroy VM %q? %s", m.Name, strings.Join(what, "; "))
 			if mg.ui.In == nil {

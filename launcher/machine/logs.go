@@ -13,9 +13,6 @@ import (
 	"github.com/devvm/devvm/launcher/state"
 )
 
-// ErrNoLogYet is wrapped when a machine has never been started here.
-var ErrNoLogYet = errors.New("no console log yet")
-
 // logPoll is how often a followed log is checked for more output.
 const logPoll = 200 * time.Millisecond
 
@@ -35,9 +32,13 @@ func (mg *Manager) Logs(ctx context.Context, name string, opts backend.LogOption
 	path := m.VM.ConsoleLog()
 	if _, err := os.Lstat(path); errors.Is(err, os.ErrNotExist) {
 		if !opts.Follow {
-			return fmt.Errorf("%w (%s): VM %q has not been started with `devvm up %s`", ErrNoLogYet, path, m.Name, m.Name)
+			return fmt.Errorf("%w (%s): start VM %q with `devvm up %s`", backend.ErrNoLog, path, m.Name, m.Name)
 		}
-		mg.ui.Printf("VM %q has no console log yet: waiting for its first boot (`devvm up %s`; Ctrl-C stops waiting)", m.Name, m.Name)
+		if opts.WaitingForBoot != nil {
+			opts.WaitingForBoot()
+		} else {
+			mg.ui.Printf("VM %q has no console log yet: waiting for its first boot (`devvm up %s`; Ctrl-C stops waiting)", m.Name, m.Name)
+		}
 	}
 	return followFile(ctx, path, opts, w, func() bool {
 		o, err := mg.observe(ctx, m)

@@ -223,11 +223,11 @@ func (w *world) ok(args ...string) result {
 func (w *world) status() map[string]any {
 	w.t.Helper()
 	r := w.ok("status", "--json")
-	var sts []map[string]any
-	if err := json.Unmarshal([]byte(r.stdout), &sts); err != nil || len(sts) != 1 {
+	var sts struct{ Machines []map[string]any }
+	if err := json.Unmarshal([]byte(r.stdout), &sts); err != nil || len(sts.Machines) != 1 {
 		w.t.Fatalf("status --json: %v: %q", err, r.stdout)
 	}
-	return sts[0]
+	return sts.Machines[0]
 }
 
 // guixRuns counts stand-in guix invocations that built a VM.

@@ -41,10 +41,16 @@ func sshShareWorld(t *testing.T, name string) *world {
 // share, or 0 with the status line when it is not served.
 func (w *world) sharePID(guest string) (int, string) {
 	w.t.Helper()
-	shares, _ := w.status()["shares"].([]any)
+	// The backend reports share servers as lines of `devvm status` (its JSON
+	// has them only once the backend fills backend.Status.ShareList).
+	var shares []string
+	for _, l := range strings.Split(w.ok("status").stdout, "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(l), "shares:"); ok {
+			shares = strings.Split(strings.TrimSpace(v), "; ")
+		}
+	}
 	re := regexp.MustCompile(`^share ` + regexp.QuoteMeta(guest) + `: served over SSH by pid ([0-9]+)$`)
-	for _, s := range shares {
-		line, _ := s.(string)
+	for _, line := range shares {
 		if m := re.FindStringSubmatch(line); m != nil {
 			pid, _ := strconv.Atoi(m[1])
 			return pid, line

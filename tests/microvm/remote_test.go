@@ -160,8 +160,8 @@ guest = "/mnt/infra"
 			t.Errorf("devvm ssh vm1 -- …: exit %d, stdout %q, stderr %q", code, out, errOut)
 		}
 		out, errOut, code = w.cli(t, w.checkout, "status", "--json", "vm1", "vm3")
-		var sts []backend.Status
-		if code != 0 || json.Unmarshal([]byte(out), &sts) != nil || len(sts) != 2 || sts[0].State != backend.Running || sts[1].State != backend.Stopped {
+		var sts struct{ Machines []struct{ State string } }
+		if code != 0 || json.Unmarshal([]byte(out), &sts) != nil || len(sts.Machines) != 2 || sts.Machines[0].State != backend.Running || sts.Machines[1].State != backend.Stopped {
 			t.Errorf("devvm status --json vm1 vm3: exit %d\n%s%s", code, out, errOut)
 		}
 		if _, errOut, code = w.cli(t, w.checkout, "ssh", "nosuch", "--", "true"); code != 2 {

@@ -30,4 +30,3 @@ func destroyCommand() *cli.Command {
 		},
 	}
 }
-

@@ -40,7 +40,6 @@ type fakeDriver struct {
 	stops  []Stop
 	probe  Verdict
 	power  string // PowerOffCommand ("" = kill the process)
-	log    []string
 }
 
 func (f *fakeDriver) Kind() string       { return "fake" }

@@ -8,6 +8,7 @@ import (
 	"github.com/devvm/devvm/launcher/backend"
 	"github.com/devvm/devvm/launcher/proc"
 	"github.com/devvm/devvm/launcher/sshx"
+	"github.com/devvm/devvm/launcher/vmfile"
 )
 
 // Status implements backend.Backend. A stale record is reported as stopped
@@ -67,6 +68,7 @@ func (mg *Manager) status(ctx context.Context, m *Machine) (backend.Status, erro
 	if rec.Ready {
 		s.Shares = append(s.Shares, ShareStatus(SSHSpecs(mg.vf), rec.SSHShares)...)
 	}
+	s.ShareList, s.ForwardList = mg.shareList(rec), mg.forwardList()
 	switch {
 	case o.state == backend.Broken && rec.LoginRefused != "":
 		s.Hint = "the guest's OS config must authorize one of the keys devvm offered for its user; `devvm halt " + m.Name + "` stops it"
@@ -119,4 +121,45 @@ func (mg *Manager) running(ctx context.Context, name string) (*Machine, *Record,
 		return nil, nil, mg.errNotRunning(m, o)
 	}
 	return m, o.rec, nil
+}
+
+// shareList is the structured state of the machine's shares: the Vmfile's
+// virtio shares (Guix VMs) as QEMU serves them, and its `mode = "ssh"`
+// shares with their servers.
+func (mg *Manager) shareList(rec *Record) []backend.ShareStatus {
+	var out []backend.ShareStatus
+	for _, sh := range mg.vf.Shares {
+		st := backend.ShareStatus{Host: mg.vf.Resolve(sh.Host), Guest: sh.Guest, Tag: sh.Tag, Mode: sh.Mode, ReadOnly: sh.ReadOnly}
+		switch {
+		case sh.Mode == vmfile.ShareVirtio && mg.d.Kind() != vmfile.BackendGuix:
+			continue
+		case sh.Mode == vmfile.ShareSSH:
+			i := Index(rec.SSHShares, sh.Tag)
+			switch {
+			case !rec.Ready:
+				st.Problem = "the VM has not answered SSH yet"
+			case i < 0:
+				st.Problem = "no server was started: run `devvm up` to restore"
+			case proc.Check(rec.SSHShares[i].Identity).State == proc.Alive:
+				st.Server = rec.SSHShares[i].Identity.PID
+			default:
+				st.Problem = "its server exited: run `devvm up` to restore (its log: " + rec.SSHShares[i].Log + ")"
+			}
+		}
+		out = append(out, st)
+	}
+	return out
+}
+
+// forwardList is the structured list of the Vmfile's forwards (Guix VMs;
+// a microvm's forwards are in its own config).
+func (mg *Manager) forwardList() []backend.ForwardStatus {
+	if mg.d.Kind() != vmfile.BackendGuix {
+		return nil
+	}
+	var out []backend.ForwardStatus
+	for _, f := range mg.vf.Forwards {
+		out = append(out, backend.ForwardStatus{Proto: f.Proto, Bind: f.Bind, Host: f.Host, Guest: f.Guest})
+	}
+	return out
 }

@@ -72,11 +72,6 @@ func newCheckout(t testing.TB, env *hostenv.Env, files map[string]string) string
 	return dir
 }
 
-func guixRuns(log string) int {
-	b, _ := os.ReadFile(log)
-	return strings.Count(string(b), "system vm")
-}
-
 func TestInit(t *testing.T) {
 	env, _ := testEnv(t)
 	dir := newCheckout(t, env, map[string]string{

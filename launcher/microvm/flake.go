@@ -270,12 +270,17 @@ func (d *Discovery) Names() []string {
 // flake lacks, naming those the flake has. configs are the flake's
 // nixosConfigurations names (Discovery.Configs, or listConfigsExpr's answer).
 func CheckMachines(vf *vmfile.Vmfile, configs []string) error {
-	var missing []string
 	var names []string
 	for n := range vf.MicroVM.Machines {
 		names = append(names, n)
 	}
 	sort.Strings(names)
+	return checkMachines(vf, names, configs)
+}
+
+// checkMachines is CheckMachines for some of the Vmfile's machines.
+func checkMachines(vf *vmfile.Vmfile, names, configs []string) error {
+	var missing []string
 	for _, n := range names {
 		c := vf.MicroVM.Machines[n].Config
 		if !slices.Contains(configs, c) {

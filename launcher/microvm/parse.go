@@ -85,14 +85,25 @@ type vmInfo struct {
 	Current string // readlink current ("" when missing)
 	Booted  string // readlink booted ("" when missing)
 	Old     string // readlink old ("" when missing)
+	// HasFlake: DIR/flake exists; Flake is what it holds (the flake
+	// reference `microvm -u` builds from, pkgs/microvm-command.nix L85).
+	HasFlake bool
+	Flake    string
+	// Toplevel is readlink DIR/toplevel: a fully declarative VM, which
+	// `microvm -u` refuses (pkgs/microvm-command.nix L80-83).
+	Toplevel string
+	// Entries are the first names in DIR ("" for an empty directory).
+	Entries string
 }
 
 // infoScript is the shell loop that prints one tab-separated vmInfo line per VM.
 func infoScript(stateDir string, names []string) string {
 	dir := shq(stateDir) + `/"$vm"`
-	return "for vm in " + strings.Join(quoteAll(names), " ") + `; do printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$vm"` +
+	return "for vm in " + strings.Join(quoteAll(names), " ") + `; do printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$vm"` +
 		` "$(systemctl is-active microvm@"$vm")" "$(test -d ` + dir + ` && echo yes)"` +
-		` "$(readlink ` + dir + `/current)" "$(readlink ` + dir + `/booted)" "$(readlink ` + dir + `/old)"; done`
+		` "$(readlink ` + dir + `/current)" "$(readlink ` + dir + `/booted)" "$(readlink ` + dir + `/old)"` +
+		` "$(test -f ` + dir + `/flake && { printf +; head -c 4096 ` + dir + `/flake | tr '\t\n\r' '   '; })"` +
+		` "$(readlink ` + dir + `/toplevel)" "$(ls -A ` + dir + ` 2>/dev/null | head -n 8 | tr '\t\n' '  ')"; done`
 }
 
 // parseInfo reads the output of infoScript.
@@ -103,10 +114,12 @@ func parseInfo(out string) (map[string]vmInfo, error) {
 			continue
 		}
 		f := strings.Split(line, "\t")
-		if len(f) != 6 {
+		if len(f) != 9 {
 			return nil, fmt.Errorf("unexpected line from the hypervisor's status query: %q", line)
 		}
-		m[f[0]] = vmInfo{Name: f[0], Active: f[1], Exists: f[2] == "yes", Current: f[3], Booted: f[4], Old: f[5]}
+		fl, hasFlake := strings.CutPrefix(f[6], "+")
+		m[f[0]] = vmInfo{Name: f[0], Active: f[1], Exists: f[2] == "yes", Current: f[3], Booted: f[4], Old: f[5],
+			HasFlake: hasFlake, Flake: strings.TrimSpace(fl), Toplevel: f[7], Entries: strings.TrimSpace(f[8])}
 	}
 	return m, nil
 }

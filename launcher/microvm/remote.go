@@ -324,7 +324,7 @@ func (r *remote) Build(ctx context.Context, opts backend.BuildOptions) error {
 		return err
 	}
 	for _, n := range r.names {
-		cmd := "nix build --no-link --print-out-paths " + shq(flake+"#nixosConfigurations."+r.hvName(n)+".config.microvm.declaredRunner")
+		cmd := nixCmd("build", "--no-link", "--print-out-paths", flake+"#nixosConfigurations."+r.hvName(n)+".config.microvm.declaredRunner")
 		if _, err := r.exec(ctx, cmd, nil, true); err != nil {
 			return err
 		}
@@ -357,24 +357,24 @@ func (r *remote) Up(ctx context.Context, names []string, opts backend.UpOptions)
 	if err != nil {
 		return err
 	}
+	// deploy.go: create, update, re-point or switch, from what DIR holds.
+	d, err := r.newDeployer(ctx, flake, names)
+	if err != nil {
+		return err
+	}
 	var restarted, started, unchanged []string
 	for _, n := range names {
 		hv, in := r.hvName(n), before[n]
-		if !in.Exists {
-			if _, err := r.exec(ctx, "microvm -c "+shq(hv)+" -f "+shq(flake), nil, true); err != nil {
-				return fmt.Errorf("%w\nhint: check that the flake at %s on the hypervisor defines nixosConfigurations.%s", err, flake, hv)
-			}
-		} else {
-			if _, err := r.exec(ctx, "microvm -u "+shq(hv), nil, true); err != nil {
-				return err
-			}
+		keepOld, err := d.deploy(ctx, n, in)
+		if err != nil {
+			return err
 		}
 		after, err := r.infos(ctx, []string{n})
 		if err != nil {
 			return err
 		}
 		now := after[n]
-		if in.Current != "" && now.Current != in.Current {
+		if keepOld && in.Current != "" && now.Current != in.Current {
 			dir := r.vmDir(n)
 			cmd := fmt.Sprintf("ln -sfn %s %s && ln -sfn %s %s", shq(in.Current), shq(dir+"/old"), shq(dir+"/old"), shq(path.Join(r.gcRoots, "old-"+hv)))
 			if _, err := r.exec(ctx, cmd, nil, true); err != nil {
@@ -696,7 +696,12 @@ func (r *remote) Rollback(ctx context.Context, names []string) error {
 	if err != nil {
 		return err
 	}
-	for _, n := range names {
+	// deploy.go: VMs the hypervisor's configuration installs roll back with it.
+	links, err := r.rollbackHost(ctx, names, infos)
+	if err != nil {
+		return err
+	}
+	for _, n := range links {
 		in := infos[n]
 		switch {
 		case !in.Exists:

@@ -11,14 +11,14 @@ import (
 func TestFlakePath(t *testing.T) {
 	dir := "/var/lib/microvms/slot1"
 	for ref, want := range map[string]string{
-		"/root/infra":                    "/root/infra",
-		"/root/infra/":                   "/root/infra",
+		"/root/infra":                     "/root/infra",
+		"/root/infra/":                    "/root/infra",
 		"git+file:///root/infra?ref=main": "/root/infra",
-		"path:/root/infra":               "/root/infra",
-		"./x":                            dir + "/x",
-		"root/simple-microvm-infra":      "", // an indirect flake reference (registry entry "root")
-		"github:owner/repo":              "",
-		"git+file:///etc/nixos":          "/etc/nixos",
+		"path:/root/infra":                "/root/infra",
+		"./x":                             dir + "/x",
+		"root/simple-microvm-infra":       "", // an indirect flake reference (registry entry "root")
+		"github:owner/repo":               "",
+		"git+file:///etc/nixos":           "/etc/nixos",
 	} {
 		if got := flakePath(ref, dir); got != want {
 			t.Errorf("flakePath(%q) = %q, want %q", ref, got, want)

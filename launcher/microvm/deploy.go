@@ -123,8 +123,10 @@ type deployer struct {
 }
 
 // newDeployer checks that the flake on the hypervisor defines every machine
-// of names (after the sync), with one `nix eval` that evaluates no configuration.
-func (r *remote) newDeployer(ctx context.Context, flake string, names []string) (*deployer, error) {
+// of names (after the sync), with one `nix eval` that evaluates no
+// configuration; a fully declarative VM (installed with a toplevel, see
+// before) has no nixosConfigurations entry of its own.
+func (r *remote) newDeployer(ctx context.Context, flake string, names []string, before map[string]vmInfo) (*deployer, error) {
 	out, err := r.exec(ctx, "nix "+sshx.ShellQuote(listConfigsArgs(flake)), nil, false)
 	if err != nil {
 		return nil, fmt.Errorf("%w\nhint: the flake at %s on the hypervisor does not evaluate; `devvm doctor` checks Nix there", err, flake)
@@ -133,7 +135,13 @@ func (r *remote) newDeployer(ctx context.Context, flake string, names []string) 
 	if err != nil {
 		return nil, err
 	}
-	if err := checkMachines(r.vf, names, configs); err != nil {
+	var own []string
+	for _, n := range names {
+		if before[n].Toplevel == "" {
+			own = append(own, n)
+		}
+	}
+	if err := checkMachines(r.vf, own, configs, flake+" on the hypervisor"); err != nil {
 		return nil, err
 	}
 	return &deployer{r: r, flake: flake, configs: configs}, nil

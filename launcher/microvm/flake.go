@@ -275,11 +275,12 @@ func CheckMachines(vf *vmfile.Vmfile, configs []string) error {
 		names = append(names, n)
 	}
 	sort.Strings(names)
-	return checkMachines(vf, names, configs)
+	return checkMachines(vf, names, configs, vf.Resolve(vf.MicroVM.Flake))
 }
 
-// checkMachines is CheckMachines for some of the Vmfile's machines.
-func checkMachines(vf *vmfile.Vmfile, names, configs []string) error {
+// checkMachines is CheckMachines for some of the Vmfile's machines, in the
+// flake at flake.
+func checkMachines(vf *vmfile.Vmfile, names, configs []string, flake string) error {
 	var missing []string
 	for _, n := range names {
 		c := vf.MicroVM.Machines[n].Config
@@ -298,7 +299,7 @@ func checkMachines(vf *vmfile.Vmfile, names, configs []string) error {
 	if len(configs) > 0 {
 		have = strings.Join(configs, ", ")
 	}
-	return fmt.Errorf("%s names machine %s, but the flake %s has no such nixosConfigurations entry; it has: %s\nhint: rename the [microvm.machines.NAME] table or set its config = \"…\", or let `devvm init --backend microvm` rewrite the Vmfile from the flake", vf.Path, strings.Join(missing, ", "), vf.MicroVM.Flake, have)
+	return fmt.Errorf("%s names machine %s, but the flake %s has no such nixosConfigurations entry; it has: %s\nhint: rename the [microvm.machines.NAME] table or set its config = \"…\", or let `devvm init --backend microvm` rewrite the Vmfile from the flake", vf.Path, strings.Join(missing, ", "), flake, have)
 }
 
 // listConfigsArgs are the nix arguments that print the flake's

@@ -311,6 +311,7 @@ func (l *local) waitReady(ctx context.Context, name string, rt *localRuntime, ti
 	start := l.env.Now()
 	c, died, err := backend.WaitSSH(wctx, *t, rt.Identity, readyPoll)
 	if err != nil {
+		err = explainLogin(err, name, t) // login.go: which keys were offered
 		if died != "" {
 			os.Remove(v.RuntimeRecord())
 			return fmt.Errorf("VM %q exited while booting (%s)\n%s", name, died, backend.ConsoleTail(v.ConsoleLog(), 20))

@@ -358,7 +358,7 @@ func (r *remote) Up(ctx context.Context, names []string, opts backend.UpOptions)
 		return err
 	}
 	// deploy.go: create, update, re-point or switch, from what DIR holds.
-	d, err := r.newDeployer(ctx, flake, names)
+	d, err := r.newDeployer(ctx, flake, names, before)
 	if err != nil {
 		return err
 	}
@@ -392,6 +392,8 @@ func (r *remote) Up(ctx context.Context, names []string, opts backend.UpOptions)
 			if _, err := r.exec(ctx, "systemctl restart "+unit(hv), nil, true); err != nil {
 				return err
 			}
+			restarted = append(restarted, n)
+		case in.Booted != "" && now.Booted != in.Booted: // restarted by a host switch (deploy.go)
 			restarted = append(restarted, n)
 		default:
 			unchanged = append(unchanged, n)
@@ -484,6 +486,7 @@ func (r *remote) waitReady(ctx context.Context, name string, fresh bool, timeout
 	start := r.env.Now()
 	c, err := sshx.WaitReady(wctx, *t, readyPoll, pin)
 	if err != nil {
+		err = explainLogin(err, name, t) // login.go: which keys were offered
 		return fmt.Errorf("VM %q did not accept SSH on %s within %s: %w\nhint: `devvm logs %s` shows its console (journalctl -u %s)", name, t.Addr, timeout, err, name, unit(r.hvName(name)))
 	}
 	c.Close()

@@ -50,6 +50,10 @@ func need(t *testing.T) {
 			miss(tool + " is not installed (apt-get install qemu-system-x86 jq socat git util-linux openssh-client)")
 		}
 	}
+	// The stand-in nix hands `nix eval --apply` expressions to the real evaluator.
+	if _, err := exec.LookPath("nix"); err != nil {
+		miss("nix is not installed (apt-get install nix-bin)")
+	}
 	if _, err := os.Stat("/usr/sbin/sshd"); err != nil {
 		miss("/usr/sbin/sshd is missing (apt-get install openssh-server)")
 	}

@@ -70,6 +70,7 @@ func (l *local) attr(name, what string) (string, error) {
 // nix runs nix in the checkout, printing the command; stderr is shown as it
 // comes and its end is part of the error.
 func (l *local) nix(ctx context.Context, args ...string) (string, error) {
+	args = nixArgs(args...) // flake.go: --extra-experimental-features 'nix-command flakes'
 	l.ui.Printf("$ nix %s", sshx.ShellQuote(args))
 	cmd := l.env.Command(ctx, "nix", args...)
 	cmd.Dir = l.vf.Dir
@@ -159,7 +160,7 @@ func (l *local) sshForward(ctx context.Context, name string) (string, int, error
 	if err != nil {
 		return "", 0, err
 	}
-	bind, port, err := sshForward([]byte(out), l.machine(name).Port)
+	bind, port, err := hostForward([]byte(out), l.machine(name).Port) // port is the host port
 	if err != nil {
 		return "", 0, fmt.Errorf("VM %q: %w", name, err)
 	}
@@ -206,6 +207,10 @@ func (l *local) up(ctx context.Context, name string, opts backend.UpOptions) err
 		return l.serveShares(ctx, name, rt)
 	case backend.Broken:
 		return fmt.Errorf("VM %q: %s", name, why)
+	}
+	// localcheck.go: hypervisor, interfaces, system and the SSH forward, before the build.
+	if _, _, err := l.precheck(ctx, name); err != nil {
+		return err
 	}
 	runner, err := l.build(ctx, name)
 	if err != nil {

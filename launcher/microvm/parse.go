@@ -198,6 +198,35 @@ func sshForward(data []byte, guestPort int) (bind string, port int, err error) {
 	return "", 0, fmt.Errorf("microvm.forwardPorts has no TCP forward from the host to guest port %d: add { from = \"host\"; host.port = 2222; guest.port = %d; } (with a type = \"user\" interface) to the VM's config", guestPort, guestPort)
 }
 
+// hostForward finds, in the JSON of microvm.forwardPorts, the TCP forward
+// from the host port the Vmfile gives (a local machine's `port` is the host
+// port, what the user types in `ssh -p`). The default port 22, when no
+// forward is from host port 22, means "the forward to the guest's sshd".
+func hostForward(data []byte, port int) (bind string, hostPort int, err error) {
+	var fps []ForwardPort
+	if err := json.Unmarshal(data, &fps); err != nil {
+		return "", 0, fmt.Errorf("microvm.forwardPorts is not the expected JSON list (%v): %.200s", err, data)
+	}
+	var have []string
+	for _, f := range fps {
+		if (f.From != "" && f.From != "host") || (f.Proto != "" && f.Proto != "tcp") {
+			continue
+		}
+		have = append(have, fmt.Sprintf("host %d → guest %d", f.Host.Port, f.Guest.Port))
+		if f.Host.Port == port {
+			bind = f.Host.Address
+			if bind == "" || bind == "0.0.0.0" {
+				bind = "127.0.0.1"
+			}
+			return bind, port, nil
+		}
+	}
+	if port == 22 {
+		return sshForward(data, 22)
+	}
+	return "", 0, fmt.Errorf("the Vmfile gives port = %d (the host port devvm connects to), but microvm.forwardPorts has no TCP forward from host port %d (it has %s): add { from = \"host\"; host.port = %d; guest.port = 22; } to the VM's config or change port", port, port, orNone(have), port)
+}
+
 var freedRe = regexp.MustCompile(`([0-9]+) store paths deleted, ([0-9.]+) MiB freed`)
 
 // parseFreed reads nix's GC summary; -1 when it has none.

@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -70,8 +71,45 @@ func DoctorChecks(ctx context.Context, env *hostenv.Env, vf *vmfile.Vmfile) []Ch
 		add(Check{Name: "flake", Required: vf.MicroVM.Remote == nil, Detail: err.Error(), Fix: "`devvm init --backend microvm` writes the Vmfile from the flake"})
 	} else {
 		add(Check{Name: "flake", OK: true, Required: true, Detail: fmt.Sprintf("%s defines %s", flake, strings.Join(configs, ", "))})
+		out = append(out, loginChecks(ctx, env, vf, flake)...)
 	}
 	return append(out, hostChecks(ctx, env, vf)...)
+}
+
+// loginChecks compares, for every machine, the keys its configuration
+// authorizes for the Vmfile's user with the keys devvm offers. Not required:
+// a guest may authorize keys in ways the flake does not show (keyFiles, an
+// AuthorizedKeysCommand).
+func loginChecks(ctx context.Context, env *hostenv.Env, vf *vmfile.Vmfile, flake string) []Check {
+	d, err := DiscoverMachines(ctx, env, flake)
+	if err != nil {
+		return []Check{{Name: "logins", Detail: err.Error()}}
+	}
+	key, err := sshx.EnsureUserKey(env.DataDir)
+	if err != nil {
+		return []Check{{Name: "logins", Detail: err.Error()}}
+	}
+	var out []Check
+	for _, n := range sortedNames(vf) {
+		mc := vf.MicroVM.Machines[n]
+		i := slices.IndexFunc(d.Machines, func(m Discovered) bool { return m.Name == mc.Config })
+		if i < 0 {
+			continue
+		}
+		t := &sshx.Target{User: mc.User, Key: key, UseAgent: true}
+		keys := d.Machines[i].Logins[mc.User]
+		matched := authorizedAmong(keys, t)
+		c := Check{Name: "login " + n, OK: len(matched) > 0}
+		switch {
+		case c.OK:
+			c.Detail = fmt.Sprintf("nixosConfigurations.%s authorizes %s for %s", mc.Config, strings.Join(matched, ", "), mc.User)
+		default:
+			c.Detail = fmt.Sprintf("nixosConfigurations.%s authorizes %d key(s) for %s, none of those devvm offers (%s)", mc.Config, len(keys), mc.User, strings.Join(offeredKeys(t), "; "))
+			c.Fix = fmt.Sprintf("load the key it authorizes into your agent (ssh-add KEY), or add devvm's key (%s) to users.users.%s.openssh.authorizedKeys.keys", key.PublicPath, mc.User)
+		}
+		out = append(out, c)
+	}
+	return out
 }
 
 // hostChecks are the checks of where the VMs run.

@@ -125,6 +125,8 @@ type Discovered struct {
 	User string
 	// AuthorizedKeys are the keys of User.
 	AuthorizedKeys []string
+	// Logins are the authorized keys of every normal user and root.
+	Logins map[string][]string
 	// Host is the nixosConfigurations entry whose microvm.vms declares the
 	// machine ("" when none: an imperative VM, created with `microvm -c`).
 	Host string
@@ -231,6 +233,10 @@ func fromGuest(name string, g *evalGuest) Discovered {
 		names = append(names, n)
 	}
 	sort.Strings(names)
+	m.Logins = map[string][]string{}
+	for _, n := range names {
+		m.Logins[n] = g.Users[n].Keys
+	}
 	for _, n := range names {
 		if u := g.Users[n]; u.Normal && len(u.Keys) > 0 {
 			m.User, m.AuthorizedKeys = n, u.Keys
@@ -270,12 +276,17 @@ func (d *Discovery) Names() []string {
 // flake lacks, naming those the flake has. configs are the flake's
 // nixosConfigurations names (Discovery.Configs, or listConfigsExpr's answer).
 func CheckMachines(vf *vmfile.Vmfile, configs []string) error {
+	return checkMachines(vf, sortedNames(vf), configs, vf.Resolve(vf.MicroVM.Flake))
+}
+
+// sortedNames are the Vmfile's machine names, sorted.
+func sortedNames(vf *vmfile.Vmfile) []string {
 	var names []string
 	for n := range vf.MicroVM.Machines {
 		names = append(names, n)
 	}
 	sort.Strings(names)
-	return checkMachines(vf, names, configs, vf.Resolve(vf.MicroVM.Flake))
+	return names
 }
 
 // checkMachines is CheckMachines for some of the Vmfile's machines, in the

@@ -60,24 +60,22 @@ func explainLogin(err error, name string, t *sshx.Target) error {
 		err, name, t.User, strings.Join(offeredKeys(t), "\n  "), t.User)
 }
 
-// authorizedAmong returns the offered keys (by fingerprint) that a guest's
-// authorized_keys lines accept.
-func authorizedAmong(authorized []string, t *sshx.Target) (matched []string, offered int) {
-	fps := map[string]bool{}
+// authorizedAmong returns the descriptions of the keys a login to t offers
+// that the authorized_keys lines accept.
+func authorizedAmong(authorized []string, t *sshx.Target) []string {
+	var fps []string
 	for _, line := range authorized {
 		if k, _, _, _, err := ssh.ParseAuthorizedKey([]byte(line)); err == nil {
-			fps[ssh.FingerprintSHA256(k)] = true
+			fps = append(fps, ssh.FingerprintSHA256(k))
 		}
 	}
+	var matched []string
 	for _, d := range offeredKeys(t) {
-		for fp := range fps {
-			if strings.Contains(d, fp) {
+		for _, fp := range fps {
+			if strings.Contains(d, "("+fp+")") || strings.Contains(d, " "+fp+" ") {
 				matched = append(matched, d)
 			}
 		}
-		if strings.Contains(d, "SHA256:") {
-			offered++
-		}
 	}
-	return matched, offered
+	return matched
 }

@@ -96,6 +96,9 @@ type Build struct {
 	Seconds    float64   `json:"seconds"`
 	// Changed: this build produced a different artifact than the last one.
 	Changed bool `json:"-"`
+	// Restarted: the build itself restarted the running machine (a switch
+	// of a hypervisor's configuration).
+	Restarted bool `json:"-"`
 }
 
 // Verdict is what a driver observes of a recorded machine.

@@ -207,6 +207,13 @@ func (mg *Manager) update(ctx context.Context, m *Machine, o observed, opts back
 	if err != nil {
 		return "", err
 	}
+	if b.Restarted {
+		mg.stopShares(ctx, o.rec)
+		if err := mg.waitReady(ctx, m, o.rec, opts.Timeout, true); err != nil {
+			return "", err
+		}
+		return upRestarted, mg.startShares(ctx, m, o.rec)
+	}
 	if why := mg.d.Outdated(ctx, m, o.rec); why == "" && !b.Changed {
 		if !o.rec.Ready {
 			if err := mg.waitReady(ctx, m, o.rec, opts.Timeout, false); err != nil {

@@ -36,7 +36,7 @@ var (
 )
 
 // Describe implements machine.Describer.
-func (l *local) Describe(m *machine.Machine, rec *machine.Record, s *backend.Status) { describe(m, s) }
+func (l *local) Describe(m *machine.Machine, rec *machine.Record, s *backend.Status) { outdatedHint(m, s) }
 
 func (l *local) flake() (string, error) {
 	rel, err := l.flakeRel()
@@ -57,6 +57,7 @@ func (l *local) attr(name, what string) (string, error) {
 // nix runs nix in the checkout, printing the command; stderr is shown as it
 // comes and its end is part of the error.
 func (l *local) nix(ctx context.Context, args ...string) (string, error) {
+	args = nixArgs(args...) // flake.go: --extra-experimental-features 'nix-command flakes'
 	l.ui.Printf("$ nix %s", sshx.ShellQuote(args))
 	cmd := l.env.Command(ctx, "nix", args...)
 	cmd.Dir = l.vf.Dir
@@ -83,8 +84,12 @@ func (l *local) Probe(ctx context.Context, m *machine.Machine, rec *machine.Reco
 	return machine.Verdict{State: backend.Running}
 }
 
-// Preflight implements machine.Driver.
-func (l *local) Preflight(ctx context.Context, m *machine.Machine) error { return nil }
+// Preflight implements machine.Driver: the hypervisor, interfaces, system
+// and SSH forward are evaluated before any build (localcheck.go).
+func (l *local) Preflight(ctx context.Context, m *machine.Machine) error {
+	_, _, err := l.precheck(ctx, m.Name)
+	return err
+}
 
 // Build implements machine.Driver: nix build of the runner into current
 // (nix caches it), keeping the previous one as old when it changed.
@@ -127,7 +132,7 @@ func (l *local) sshForward(ctx context.Context, name string) (string, int, error
 	if err != nil {
 		return "", 0, err
 	}
-	bind, port, err := sshForward([]byte(out), l.machine(name).Port)
+	bind, port, err := hostForward([]byte(out), l.machine(name).Port) // port is the host port
 	if err != nil {
 		return "", 0, fmt.Errorf("VM %q: %w", name, err)
 	}

@@ -85,14 +85,25 @@ type vmInfo struct {
 	Current string // readlink current ("" when missing)
 	Booted  string // readlink booted ("" when missing)
 	Old     string // readlink old ("" when missing)
+	// HasFlake: DIR/flake exists; Flake is what it holds (the flake
+	// reference `microvm -u` builds from, pkgs/microvm-command.nix L85).
+	HasFlake bool
+	Flake    string
+	// Toplevel is readlink DIR/toplevel: a fully declarative VM, which
+	// `microvm -u` refuses (pkgs/microvm-command.nix L80-83).
+	Toplevel string
+	// Entries are the first names in DIR ("" for an empty directory).
+	Entries string
 }
 
 // infoScript is the shell loop that prints one tab-separated vmInfo line per VM.
 func infoScript(stateDir string, names []string) string {
 	dir := shq(stateDir) + `/"$vm"`
-	return "for vm in " + strings.Join(quoteAll(names), " ") + `; do printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$vm"` +
+	return "for vm in " + strings.Join(quoteAll(names), " ") + `; do printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$vm"` +
 		` "$(systemctl is-active microvm@"$vm")" "$(test -d ` + dir + ` && echo yes)"` +
-		` "$(readlink ` + dir + `/current)" "$(readlink ` + dir + `/booted)" "$(readlink ` + dir + `/old)"; done`
+		` "$(readlink ` + dir + `/current)" "$(readlink ` + dir + `/booted)" "$(readlink ` + dir + `/old)"` +
+		` "$(test -f ` + dir + `/flake && { printf +; head -c 4096 ` + dir + `/flake | tr '\t\n\r' '   '; })"` +
+		` "$(readlink ` + dir + `/toplevel)" "$(ls -A ` + dir + ` 2>/dev/null | head -n 8 | tr '\t\n' '  ')"; done`
 }
 
 // parseInfo reads the output of infoScript.
@@ -103,10 +114,12 @@ func parseInfo(out string) (map[string]vmInfo, error) {
 			continue
 		}
 		f := strings.Split(line, "\t")
-		if len(f) != 6 {
+		if len(f) != 9 {
 			return nil, fmt.Errorf("unexpected line from the hypervisor's status query: %q", line)
 		}
-		m[f[0]] = vmInfo{Name: f[0], Active: f[1], Exists: f[2] == "yes", Current: f[3], Booted: f[4], Old: f[5]}
+		fl, hasFlake := strings.CutPrefix(f[6], "+")
+		m[f[0]] = vmInfo{Name: f[0], Active: f[1], Exists: f[2] == "yes", Current: f[3], Booted: f[4], Old: f[5],
+			HasFlake: hasFlake, Flake: strings.TrimSpace(fl), Toplevel: f[7], Entries: strings.TrimSpace(f[8])}
 	}
 	return m, nil
 }
@@ -183,6 +196,35 @@ func sshForward(data []byte, guestPort int) (bind string, port int, err error) {
 		}
 	}
 	return "", 0, fmt.Errorf("microvm.forwardPorts has no TCP forward from the host to guest port %d: add { from = \"host\"; host.port = 2222; guest.port = %d; } (with a type = \"user\" interface) to the VM's config", guestPort, guestPort)
+}
+
+// hostForward finds, in the JSON of microvm.forwardPorts, the TCP forward
+// from the host port the Vmfile gives (a local machine's `port` is the host
+// port, what the user types in `ssh -p`). The default port 22, when no
+// forward is from host port 22, means "the forward to the guest's sshd".
+func hostForward(data []byte, port int) (bind string, hostPort int, err error) {
+	var fps []ForwardPort
+	if err := json.Unmarshal(data, &fps); err != nil {
+		return "", 0, fmt.Errorf("microvm.forwardPorts is not the expected JSON list (%v): %.200s", err, data)
+	}
+	var have []string
+	for _, f := range fps {
+		if (f.From != "" && f.From != "host") || (f.Proto != "" && f.Proto != "tcp") {
+			continue
+		}
+		have = append(have, fmt.Sprintf("host %d → guest %d", f.Host.Port, f.Guest.Port))
+		if f.Host.Port == port {
+			bind = f.Host.Address
+			if bind == "" || bind == "0.0.0.0" {
+				bind = "127.0.0.1"
+			}
+			return bind, port, nil
+		}
+	}
+	if port == 22 {
+		return sshForward(data, 22)
+	}
+	return "", 0, fmt.Errorf("the Vmfile gives port = %d (the host port devvm connects to), but microvm.forwardPorts has no TCP forward from host port %d (it has %s): add { from = \"host\"; host.port = %d; guest.port = 22; } to the VM's config or change port", port, port, orNone(have), port)
 }
 
 var freedRe = regexp.MustCompile(`([0-9]+) store paths deleted, ([0-9.]+) MiB freed`)

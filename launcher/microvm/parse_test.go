@@ -36,13 +36,13 @@ func TestParseDest(t *testing.T) {
 }
 
 func TestParseInfoAndClassify(t *testing.T) {
-	out := "vm1\tactive\tyes\t/nix/store/a-microvm-qemu-vm1\t/nix/store/a-microvm-qemu-vm1\t\n" +
-		"vm2\tactive\tyes\t/nix/store/b2-microvm-qemu-vm2\t/nix/store/b1-microvm-qemu-vm2\t/nix/store/b1-microvm-qemu-vm2\n" +
-		"vm3\tinactive\tyes\t/nix/store/c\t\t\n" +
-		"vm4\tfailed\tyes\t/nix/store/d\t\t\n" +
-		"vm5\tinactive\t\t\t\t\n" +
-		"vm6\tinactive\tyes\t\t\t\n" +
-		"vm7\tactivating\tyes\t/nix/store/e\t/nix/store/e\t\n"
+	out := "vm1\tactive\tyes\t/nix/store/a-microvm-qemu-vm1\t/nix/store/a-microvm-qemu-vm1\t\t\t\t\n" +
+		"vm2\tactive\tyes\t/nix/store/b2-microvm-qemu-vm2\t/nix/store/b1-microvm-qemu-vm2\t/nix/store/b1-microvm-qemu-vm2\t\t\t\n" +
+		"vm3\tinactive\tyes\t/nix/store/c\t\t\t\t\t\n" +
+		"vm4\tfailed\tyes\t/nix/store/d\t\t\t\t\t\n" +
+		"vm5\tinactive\t\t\t\t\t\t\t\n" +
+		"vm6\tinactive\tyes\t\t\t\t\t\t\n" +
+		"vm7\tactivating\tyes\t/nix/store/e\t/nix/store/e\t\t\t\t\n"
 	m, err := parseInfo(out)
 	if err != nil {
 		t.Fatal(err)

@@ -46,6 +46,11 @@ type remote struct {
 	hv       *sshx.Client
 	stateDir string
 	gcRoots  string
+
+	// dep deploys the machines of this command (Prepare).
+	dep *deployer
+	// hostRolledBack: this command already switched the hypervisor back.
+	hostRolledBack bool
 }
 
 func newRemote(c *common) (*remote, error) {
@@ -364,45 +369,65 @@ func (r *remote) Probe(ctx context.Context, m *machine.Machine, rec *machine.Rec
 func (r *remote) Preflight(ctx context.Context, m *machine.Machine) error { return nil }
 
 // Prepare implements machine.Preparer: bring the hypervisor's checkout up to
-// date once per command.
-func (r *remote) Prepare(ctx context.Context, ms []*machine.Machine) error { return r.sync(ctx) }
-
-// Build implements machine.Driver: create the VM on the hypervisor
-// (`microvm -c`) or update it (`microvm -u`), keeping the runner it replaces
-// as old with its own GC root.
-func (r *remote) Build(ctx context.Context, m *machine.Machine, prev *machine.Build, opts backend.BuildOptions) (*machine.Build, error) {
+// date once per command, and check that its flake defines the machines
+// (deploy.go).
+func (r *remote) Prepare(ctx context.Context, ms []*machine.Machine) error {
+	if err := r.sync(ctx); err != nil {
+		return err
+	}
 	flake, err := r.flakeRef()
 	if err != nil {
-		return nil, err
+		return err
+	}
+	var names []string
+	for _, m := range ms {
+		names = append(names, m.Name)
+	}
+	before, err := r.infos(ctx, names)
+	if err != nil {
+		return err
+	}
+	r.dep, err = r.newDeployer(ctx, flake, names, before)
+	return err
+}
+
+// Build implements machine.Driver: deploy the VM on the hypervisor from what
+// its state directory holds (deploy.go: `microvm -c`, `microvm -u`, or a
+// switch of the hypervisor for VMs its configuration declares), keeping the
+// runner it replaces as old with its own GC root.
+func (r *remote) Build(ctx context.Context, m *machine.Machine, prev *machine.Build, opts backend.BuildOptions) (*machine.Build, error) {
+	if r.dep == nil {
+		if err := r.Prepare(ctx, []*machine.Machine{m}); err != nil {
+			return nil, err
+		}
 	}
 	before, err := r.info(ctx, m)
 	if err != nil {
 		return nil, err
 	}
 	hv := r.hvName(m.Name)
-	if !before.Exists {
-		if _, err := r.exec(ctx, "microvm -c "+shq(hv)+" -f "+shq(flake), nil, true); err != nil {
-			return nil, fmt.Errorf("%w\nhint: check that the flake at %s on the hypervisor defines nixosConfigurations.%s", err, flake, hv)
-		}
-	} else if _, err := r.exec(ctx, "microvm -u "+shq(hv), nil, true); err != nil {
+	keepOld, err := r.dep.deploy(ctx, m.Name, before)
+	if err != nil {
 		return nil, err
 	}
 	now, err := r.info(ctx, m)
 	if err != nil {
 		return nil, err
 	}
-	if before.Current != "" && now.Current != before.Current {
+	// A switch of the hypervisor restarts the VMs it changes itself.
+	restarted := before.Booted != "" && now.Booted != before.Booted
+	if keepOld && before.Current != "" && now.Current != before.Current {
 		dir := r.vmDir(m.Name)
 		cmd := fmt.Sprintf("ln -sfn %s %s && ln -sfn %s %s", shq(before.Current), shq(dir+"/old"), shq(dir+"/old"), shq(path.Join(r.gcRoots, "old-"+hv)))
 		if _, err := r.exec(ctx, cmd, nil, true); err != nil {
 			return nil, err
 		}
 	}
-	if prev != nil && prev.Artifact == now.Current {
+	if prev != nil && prev.Artifact == now.Current && !restarted {
 		return prev, nil
 	}
 	return &machine.Build{Key: path.Base(now.Current), Artifact: now.Current, Root: r.vmDir(m.Name) + "/current",
-		BuiltAt: r.env.Now(), Changed: now.Current != before.Current}, nil
+		BuiltAt: r.env.Now(), Changed: now.Current != before.Current, Restarted: restarted}, nil
 }
 
 // Prebuild implements machine.Prebuilder: `devvm build` builds each runner
@@ -412,7 +437,7 @@ func (r *remote) Prebuild(ctx context.Context, m *machine.Machine) error {
 	if err != nil {
 		return err
 	}
-	_, err = r.exec(ctx, "nix build --no-link --print-out-paths "+shq(flake+"#nixosConfigurations."+r.hvName(m.Name)+".config.microvm.declaredRunner"), nil, true)
+	_, err = r.exec(ctx, nixCmd("build", "--no-link", "--print-out-paths", flake+"#nixosConfigurations."+r.hvName(m.Name)+".config.microvm.declaredRunner"), nil, true)
 	return err
 }
 
@@ -494,11 +519,11 @@ func (r *remote) Describe(m *machine.Machine, rec *machine.Record, s *backend.St
 	if !mm.Routed {
 		s.SSH += " via " + r.dest.Host
 	}
-	describe(m, s)
+	outdatedHint(m, s)
 }
 
-// describe says how a microvm is brought to its current runner.
-func describe(m *machine.Machine, s *backend.Status) {
+// outdatedHint says how a microvm is brought to its current runner.
+func outdatedHint(m *machine.Machine, s *backend.Status) {
 	if s.Outdated {
 		s.Hint = fmt.Sprintf("`devvm restart %s` boots the current runner", m.Name)
 	}
@@ -585,6 +610,9 @@ func (r *remote) Rollback(ctx context.Context, m *machine.Machine) (*machine.Bui
 	if err != nil {
 		return nil, err
 	}
+	if declaredByHost(in, r.vmDir(m.Name)) {
+		return r.rollbackDeclared(ctx, m, in)
+	}
 	switch {
 	case !in.Exists:
 		return nil, fmt.Errorf("VM %q does not exist on the hypervisor: nothing to roll back", m.Name)
@@ -600,6 +628,23 @@ func (r *remote) Rollback(ctx context.Context, m *machine.Machine) (*machine.Bui
 	}
 	r.ui.Printf("VM %q: current runner is now %s (was %s, kept as old)", m.Name, path.Base(in.Old), path.Base(in.Current))
 	return &machine.Build{Key: path.Base(in.Old), Artifact: in.Old, Root: dir + "/current", BuiltAt: r.env.Now()}, nil
+}
+
+// rollbackDeclared switches the hypervisor back to its previous generation
+// (once per command) when the VM is installed by the hypervisor's own
+// configuration (deploy.go), and returns what the VM then runs.
+func (r *remote) rollbackDeclared(ctx context.Context, m *machine.Machine, in vmInfo) (*machine.Build, error) {
+	if !r.hostRolledBack {
+		if _, err := r.rollbackHost(ctx, []string{m.Name}, map[string]vmInfo{m.Name: in}); err != nil {
+			return nil, err
+		}
+		r.hostRolledBack = true
+	}
+	now, err := r.info(ctx, m)
+	if err != nil {
+		return nil, err
+	}
+	return &machine.Build{Key: path.Base(now.Current), Artifact: now.Current, Root: r.vmDir(m.Name) + "/current", BuiltAt: r.env.Now()}, nil
 }
 
 // GC implements machine.Driver: remove gcroots under the microvm gcroots

@@ -51,6 +51,10 @@ func need(t *testing.T) {
 			miss(tool + " is not installed (apt-get install qemu-system-x86 jq socat git util-linux openssh-client)")
 		}
 	}
+	// The stand-in nix hands `nix eval --apply` expressions to the real evaluator.
+	if _, err := exec.LookPath("nix"); err != nil {
+		miss("nix is not installed (apt-get install nix-bin)")
+	}
 	if _, err := os.Stat("/usr/sbin/sshd"); err != nil {
 		miss("/usr/sbin/sshd is missing (apt-get install openssh-server)")
 	}
@@ -214,7 +218,10 @@ func (w *world) devvmKey() string {
 func (w *world) writeFlake(dir string) {
 	w.t.Helper()
 	os.MkdirAll(dir, 0o755)
-	os.WriteFile(filepath.Join(dir, "flake.nix"), []byte("# the stand-in nix reads devvm-standin.json instead\n{ outputs = _: { }; }\n"), 0o644)
+	// The stand-in nix builds from devvm-standin.json; the real nix (devvm doctor, init) sees its entries as
+	// nixosConfigurations without any configuration inside.
+	os.WriteFile(filepath.Join(dir, "flake.nix"), []byte("# devvm test flake: the stand-in nix reads devvm-standin.json\n"+
+		"{ outputs = { self }: { nixosConfigurations = builtins.mapAttrs (n: _: { config = { }; }) (builtins.fromJSON (builtins.readFile ./devvm-standin.json)); }; }\n"), 0o644)
 	b, _ := json.MarshalIndent(w.machines, "", "  ")
 	if err := os.WriteFile(filepath.Join(dir, "devvm-standin.json"), b, 0o644); err != nil {
 		w.t.Fatal(err)

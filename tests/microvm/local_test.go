@@ -28,20 +28,31 @@ func TestLocal(t *testing.T) {
 	t.Setenv("PATH", w.standin+":"+os.Getenv("PATH"))
 	port := freePort(t)
 	w.machines["vm1"] = map[string]any{"user": "dev", "authorized_keys": []string{w.devvmKey()}, "ssh_port": port, "version": "1"}
+	w.machines["arm"] = map[string]any{"user": "dev", "ssh_port": freePort(t), "system": "aarch64-linux"}
 	os.MkdirAll(w.checkout, 0o755)
 	w.writeFlake(w.checkout)
-	os.WriteFile(filepath.Join(w.checkout, "Vmfile"), []byte("name = \"local\"\nbackend = \"microvm\"\n\n[ssh]\nuser = \"dev\"\n\n[microvm.machines.vm1]\naddress = \"127.0.0.1\"\n"), 0o644)
+	// vm1's port is the host port of its forward (what `ssh -p` takes), arm's the default.
+	os.WriteFile(filepath.Join(w.checkout, "Vmfile"), []byte(fmt.Sprintf("name = \"local\"\nbackend = \"microvm\"\n\n[ssh]\nuser = \"dev\"\n\n[microvm.machines.vm1]\naddress = \"127.0.0.1\"\nport = %d\n\n[microvm.machines.arm]\naddress = \"127.0.0.1\"\n", port)), 0o644)
 	b := w.open(w.checkout)
 	ctx := context.Background()
 	state := devstate.New(w.checkout, "vm1", w.hostEnv.Dirs()).Dir()
 	link := func(n string) string { s, _ := os.Readlink(filepath.Join(state, n)); return s }
 
-	if err := b.Up(ctx, nil, backend.UpOptions{Timeout: 90 * time.Second}); err != nil {
+	// Checked before any build: a guest for another system.
+	err := b.Up(ctx, []string{"arm"}, backend.UpOptions{Timeout: 30 * time.Second})
+	out := w.ui.Take()
+	if err == nil || !strings.Contains(err.Error(), "built for aarch64-linux") || strings.Contains(out, " build ") {
+		t.Errorf("up arm: %v\n%s", err, out)
+	}
+
+	if err := b.Up(ctx, []string{"vm1"}, backend.UpOptions{Timeout: 90 * time.Second}); err != nil {
 		t.Fatalf("up: %v", err)
 	}
-	out := w.ui.Take()
-	for _, want := range []string{"$ nix build -o " + filepath.Join(state, "current") + " '" + w.checkout + "#nixosConfigurations.vm1.config.microvm.declaredRunner'",
-		"$ nix eval --json '" + w.checkout + "#nixosConfigurations.vm1.config.microvm.forwardPorts'",
+	out = w.ui.Take()
+	nix := "$ nix --extra-experimental-features 'nix-command flakes' "
+	for _, want := range []string{nix + "eval --json '" + w.checkout + "#nixosConfigurations.vm1.config' --apply",
+		nix + "build -o " + filepath.Join(state, "current") + " '" + w.checkout + "#nixosConfigurations.vm1.config.microvm.declaredRunner'",
+		nix + "eval --json '" + w.checkout + "#nixosConfigurations.vm1.config.microvm.forwardPorts'",
 		fmt.Sprintf("SSH forwarded from 127.0.0.1:%d", port), `VM "vm1" is ready`} {
 		if !strings.Contains(out, want) {
 			t.Errorf("up output lacks %q", want)

@@ -22,6 +22,28 @@ import (
 
 var gitEnv = []string{"GIT_AUTHOR_NAME=t", "GIT_AUTHOR_EMAIL=t@t", "GIT_COMMITTER_NAME=t", "GIT_COMMITTER_EMAIL=t@t"}
 
+// gitCheckouts makes the flake's git repositories like the seed's: origin,
+// the user's checkout with the Vmfile, and the hypervisor's clone.
+func (w *world) gitCheckouts(vmf string) {
+	t := w.t
+	origin := filepath.Join(w.tmp, "origin.git")
+	run(t, w.tmp, gitEnv, "git", "init", "-q", "--bare", "-b", "main", origin)
+	os.MkdirAll(w.checkout, 0o755)
+	run(t, w.checkout, gitEnv, "git", "init", "-q", "-b", "main")
+	run(t, w.checkout, gitEnv, "git", "remote", "add", "origin", origin)
+	os.WriteFile(filepath.Join(w.checkout, "Vmfile"), []byte(vmf), 0o644)
+	os.WriteFile(filepath.Join(w.checkout, ".gitignore"), []byte(".devvm/\n"), 0o644)
+	w.commit("initial")
+	os.MkdirAll(filepath.Dir(w.hvCheck), 0o755)
+	run(t, w.tmp, gitEnv, "git", "clone", "-q", origin, w.hvCheck)
+}
+
+// onHypervisor runs a shell command on the hypervisor's checkout by hand, as
+// the team does over ssh (the stand-ins first in PATH).
+func (w *world) onHypervisor(cmd string) string {
+	return run(w.t, w.hvCheck, append(gitEnv, w.env...), "bash", "-c", "export PATH="+w.standin+":$PATH; "+cmd)
+}
+
 // commit commits and pushes the local checkout (the seed's step 2).
 func (w *world) commit(msg string) {
 	w.writeFlake(w.checkout)
@@ -49,11 +71,6 @@ func TestRemote(t *testing.T) {
 	shareDir := filepath.Join(w.tmp, "infra-share")
 	os.MkdirAll(shareDir, 0o755)
 	os.WriteFile(filepath.Join(shareDir, "hello.txt"), []byte("from the host\n"), 0o644)
-	origin := filepath.Join(w.tmp, "origin.git")
-	run(t, w.tmp, gitEnv, "git", "init", "-q", "--bare", "-b", "main", origin)
-	os.MkdirAll(w.checkout, 0o755)
-	run(t, w.checkout, gitEnv, "git", "init", "-q", "-b", "main")
-	run(t, w.checkout, gitEnv, "git", "remote", "add", "origin", origin)
 	vmf := fmt.Sprintf(`name = "infra"
 backend = "microvm"
 
@@ -85,11 +102,7 @@ checkout = %q
 host = %q
 guest = "/mnt/infra"
 `, ports["vm1"], ports["vm2"], ports["vm3"], hv.port, filepath.Join(w.tmp, "hv_id"), hv.knownHosts, w.hvCheck, shareDir)
-	os.WriteFile(filepath.Join(w.checkout, "Vmfile"), []byte(vmf), 0o644)
-	os.WriteFile(filepath.Join(w.checkout, ".gitignore"), []byte(".devvm/\n"), 0o644)
-	w.commit("initial")
-	os.MkdirAll(filepath.Dir(w.hvCheck), 0o755)
-	run(t, w.tmp, gitEnv, "git", "clone", "-q", origin, w.hvCheck)
+	w.gitCheckouts(vmf)
 
 	b := w.open(w.checkout)
 	ctx := context.Background()
@@ -107,7 +120,7 @@ guest = "/mnt/infra"
 			"$ microvm -c vm1 -f " + w.hvCheck,
 			"$ microvm -c vm2 -f " + w.hvCheck,
 			"$ systemctl start microvm@vm1",
-			"Created MicroVM vm1. Start with: systemctl start microvm@vm1.service",
+			"Created MicroVM vm1.", "Start with: \x1b[1;36msystemctl start microvm@vm1.service",
 			"restarted none; started vm1, vm2; unchanged none",
 		} {
 			if !strings.Contains(out, want) {
@@ -230,7 +243,7 @@ guest = "/mnt/infra"
 		// Someone updates vm1 on the hypervisor by hand without a restart (the seed's step 3).
 		w.machines["vm1"]["version"] = "2"
 		w.commit("vm1: version 2")
-		run(t, w.hvCheck, append(gitEnv, w.env...), "bash", "-c", "export PATH="+w.standin+":$PATH; git pull -q --ff-only && microvm -u vm1")
+		w.onHypervisor("git pull -q --ff-only && microvm -u vm1")
 		if err := b.Halt(ctx, []string{"vm2"}, backend.HaltOptions{}); err != nil {
 			t.Fatalf("halt: %v", err)
 		}
@@ -341,7 +354,7 @@ guest = "/mnt/infra"
 			t.Fatalf("build with sync = copy: %v", err)
 		}
 		out := w.ui.Take()
-		if !strings.Contains(out, "$ mkdir -p "+dst+" && tar -x -C "+dst) || !strings.Contains(out, "$ nix build --no-link --print-out-paths '"+dst+"#nixosConfigurations.vm1.config.microvm.declaredRunner'") {
+		if !strings.Contains(out, "$ mkdir -p "+dst+" && tar -x -C "+dst) || !strings.Contains(out, "$ nix --extra-experimental-features 'nix-command flakes' build --no-link --print-out-paths '"+dst+"#nixosConfigurations.vm1.config.microvm.declaredRunner'") {
 			t.Errorf("build output:\n%s", out)
 		}
 		if _, err := os.Stat(filepath.Join(dst, "devvm-standin.json")); err != nil {

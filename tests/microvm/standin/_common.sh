@@ -6,7 +6,8 @@
 #   DEVVM_STANDIN_ROOT (required)   the fake "/"; every path below lives under it:
 #     nix/store                     the fake store (runners, systems)
 #     nix/var/nix/gcroots/          GC roots (auto/ for out-links, microvm/ for microvm's roots)
-#     var/lib/microvms/NAME/        the real per-VM layout: current, booted, flake, old, control.socket
+#     var/lib/microvms/NAME/        the real per-VM layout: current, booted, flake, toplevel, old, control.socket
+#     nix/var/nix/profiles/         system generations (nixos-rebuild)
 #     run/systemd/microvm@NAME.pid  the stand-in systemd's record of a running unit
 #     var/log/journal/microvm@NAME.log  the unit's journal (serial console output of the VM)
 #   DEVVM_STANDIN_LOG=FILE          append one line per invocation (argv, shell-quoted)
@@ -56,4 +57,22 @@ unit_pid() {
 # journal NAME MESSAGE: a systemd-style line in the unit's journal.
 journal() {
 	printf '%s hypervisor systemd[1]: %s\n' "$(date '+%b %d %H:%M:%S')" "$2" >>"$JOURNAL/microvm@$1.log"
+}
+
+die() {
+	printf 'error: %s\n' "$*" >&2
+	exit 1
+}
+
+# flake_dir REF: the directory of a flakeref (absolute paths only; the stand-ins have no registry).
+flake_dir() {
+	local ref="${1%%\?*}"
+	case "$ref" in
+	git+file://*) ref="${ref#git+file://}" ;;
+	path:*) ref="${ref#path:}" ;;
+	/*) ;;
+	*) die "cannot find flake 'flake:$ref' in the flake registries (devvm stand-in: give an absolute path)" ;;
+	esac
+	[[ -f "$ref/flake.nix" ]] || die "path '$ref/flake.nix' does not exist"
+	printf '%s' "$ref"
 }

@@ -51,6 +51,16 @@ type Backend interface {
 	Capabilities() Capabilities
 }
 
+// Check is one line of `devvm doctor`: what was checked, whether it is
+// fine, whether the backend cannot work without it, and the fix.
+type Check struct {
+	Name     string `json:"check"`
+	OK       bool   `json:"ok"`
+	Required bool   `json:"required"`
+	Detail   string `json:"detail"`
+	Fix      string `json:"fix,omitempty"`
+}
+
 // Capabilities are the optional verbs of a backend.
 type Capabilities struct {
 	Console  bool // an attachable serial console

@@ -4,6 +4,7 @@ package doctor
 
 import (
 	"context"
+	"github.com/devvm/devvm/launcher/backend"
 	"net"
 	"os"
 	"path/filepath"
@@ -13,19 +14,14 @@ import (
 
 	"github.com/devvm/devvm/launcher/hostenv"
 	"github.com/devvm/devvm/launcher/machine"
+	"github.com/devvm/devvm/launcher/microvm"
 	"github.com/devvm/devvm/launcher/qemu"
 	"github.com/devvm/devvm/launcher/state"
 	"github.com/devvm/devvm/launcher/vmfile"
 )
 
 // Check is one line of `devvm doctor`.
-type Check struct {
-	Name     string `json:"check"`
-	OK       bool   `json:"ok"`
-	Required bool   `json:"required"`
-	Detail   string `json:"detail"`
-	Fix      string `json:"fix,omitempty"`
-}
+type Check = backend.Check
 
 // DaemonSocket is where guix-daemon listens by default.
 var DaemonSocket = "/var/guix/daemon-socket/socket"
@@ -41,7 +37,7 @@ func Run(ctx context.Context, env *hostenv.Env, dir string, vf *vmfile.Vmfile, v
 	}
 	out = append(out, stateDir(env))
 	if vf != nil && vf.Backend == vmfile.BackendMicroVM {
-		return append(out, microvmChecks(ctx, env, vf)...)
+		return append(out, microvm.DoctorChecks(ctx, env, vf)...)
 	}
 	out = append(out, guixChecks(ctx, env, vf)...)
 	out = append(out, qemuChecks(ctx, env, vf)...)
@@ -172,14 +168,4 @@ func portOwner(port int) string {
 		return " by " + o
 	}
 	return ""
-}
-
-// microvmChecks checks what microvm.nix VMs need on this host.
-func microvmChecks(ctx context.Context, env *hostenv.Env, vf *vmfile.Vmfile) []Check {
-	p, err := env.LookPath("nix")
-	if err != nil {
-		return []Check{{Name: "nix", Required: vf.MicroVM == nil || vf.MicroVM.Remote == nil, Detail: "nix not found on PATH",
-			Fix: "install Nix (https://nixos.org/download) with flakes enabled"}}
-	}
-	return []Check{{Name: "nix", OK: true, Required: true, Detail: firstLine(run(ctx, env, p, "--version")) + " (" + p + ")"}}
 }

@@ -19,14 +19,8 @@ import (
 	"github.com/devvm/devvm/launcher/vmfile"
 )
 
-// Check is one finding of `devvm doctor` for backend = "microvm".
-type Check struct {
-	Name     string `json:"check"`
-	OK       bool   `json:"ok"`
-	Required bool   `json:"required"`
-	Detail   string `json:"detail"`
-	Fix      string `json:"fix,omitempty"`
-}
+// Check is one line of `devvm doctor`.
+type Check = backend.Check
 
 // flakesProbe is true exactly when the evaluator has flakes (builtins.getFlake).
 const flakesProbe = "builtins ? getFlake"

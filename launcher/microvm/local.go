@@ -36,7 +36,9 @@ var (
 )
 
 // Describe implements machine.Describer.
-func (l *local) Describe(m *machine.Machine, rec *machine.Record, s *backend.Status) { outdatedHint(m, s) }
+func (l *local) Describe(m *machine.Machine, rec *machine.Record, s *backend.Status) {
+	outdatedHint(m, s)
+}
 
 func (l *local) flake() (string, error) {
 	rel, err := l.flakeRel()

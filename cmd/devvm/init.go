@@ -25,6 +25,11 @@ type initOptions struct {
 	Template string
 	Force    bool
 	Nested   bool
+	// Backend is "guix", "microvm" or "" (microvm when the checkout's flake
+	// declares microvm machines).
+	Backend string
+	// Remote and RemoteCheckout describe a hypervisor (microvm).
+	Remote, RemoteCheckout string
 }
 
 func initCommand() *cli.Command {
@@ -36,6 +41,9 @@ func initCommand() *cli.Command {
 			&cli.StringFlag{Name: "template", Value: templates.DefaultGuix, Usage: "Guix config template: " + strings.Join(templates.GuixNames(), ", ")},
 			&cli.BoolFlag{Name: "force", Aliases: []string{"f"}, Usage: "overwrite the Vmfile, dev-vm.scm and channels.scm"},
 			&cli.BoolFlag{Name: "nested", Usage: "write a Vmfile even though a directory above has one"},
+			&cli.StringFlag{Name: "backend", Usage: "guix, or microvm to write the Vmfile from the flake's microvm.nix machines (default: microvm in a flake checkout that declares some, else guix)"},
+			&cli.StringFlag{Name: "remote", Usage: "microvm: the hypervisor, user@host[:port], that runs the machines"},
+			&cli.StringFlag{Name: "remote-checkout", Usage: "microvm: the path of this checkout on the hypervisor (with --remote)"},
 		},
 		Action: func(c *cli.Context) error {
 			dir := c.String("dir")
@@ -47,7 +55,8 @@ func initCommand() *cli.Command {
 				dir = wd
 			}
 			return runInit(c.Context, &initOptions{IO: streams(c), Env: hostenv.FromOS(), Dir: dir, Name: c.String("name"),
-				Template: c.String("template"), Force: c.Bool("force"), Nested: c.Bool("nested")})
+				Template: c.String("template"), Force: c.Bool("force"), Nested: c.Bool("nested"),
+				Backend: c.String("backend"), Remote: c.String("remote"), RemoteCheckout: c.String("remote-checkout")})
 		},
 	}
 }
@@ -70,6 +79,25 @@ func runInit(ctx context.Context, o *initOptions) error {
 	}
 	ui := &backend.UI{}
 	wireUI(ui, o.IO)
+	switch o.Backend {
+	case "", vmfile.BackendGuix, vmfile.BackendMicroVM:
+	default:
+		return usageError("--backend %q: use guix or microvm", o.Backend)
+	}
+	if (o.Remote == "") != (o.RemoteCheckout == "") {
+		return usageError("--remote and --remote-checkout go together: the hypervisor and the path of this checkout there")
+	}
+	if o.Backend == vmfile.BackendMicroVM || (o.Backend == "" && project.HasFlake(dir)) {
+		var remote *vmfile.Remote
+		if o.Remote != "" {
+			remote = &vmfile.Remote{Destination: o.Remote, Checkout: o.RemoteCheckout}
+		}
+		err := project.InitMicroVM(ctx, o.Env, ui, project.MicroVMOptions{Dir: dir, Name: o.Name, Remote: remote, Force: o.Force})
+		if err == nil || o.Backend == vmfile.BackendMicroVM {
+			return err
+		}
+		ui.Printf("not a microvm.nix flake (%v): writing a Guix VM", err)
+	}
 	return project.Init(ctx, o.Env, ui, project.InitOptions{Dir: dir, Name: o.Name, Template: o.Template, Force: o.Force})
 }
 

@@ -146,11 +146,22 @@ func (e *RemoteError) Error() string {
 // copied to the UI as it comes; stdout is returned either way, and a non-zero
 // exit is a *RemoteError carrying the end of stderr.
 func (r *remote) exec(ctx context.Context, cmd string, stdin io.Reader, show bool) (string, error) {
+	r.ui.Printf("%s$ %s", r.dest.Host, cmd)
+	return r.run(ctx, cmd, stdin, show)
+}
+
+// query runs a read-only status query on the hypervisor, printed only with
+// --debug (devvm asks often: status, and while a halt waits).
+func (r *remote) query(ctx context.Context, cmd string) (string, error) {
+	r.ui.Debugf("%s$ %s", r.dest.Host, cmd)
+	return r.run(ctx, cmd, nil, false)
+}
+
+func (r *remote) run(ctx context.Context, cmd string, stdin io.Reader, show bool) (string, error) {
 	c, err := r.client(ctx)
 	if err != nil {
 		return "", err
 	}
-	r.ui.Printf("%s$ %s", r.dest.Host, cmd)
 	var out, errb bytes.Buffer
 	var o, e io.Writer = &out, &errb
 	if show {
@@ -222,7 +233,7 @@ func (r *remote) infos(ctx context.Context, names []string) (map[string]vmInfo, 
 	for i, n := range names {
 		hv[i] = r.hvName(n)
 	}
-	out, err := r.exec(ctx, infoScript(r.stateDir, hv), nil, false)
+	out, err := r.query(ctx, infoScript(r.stateDir, hv))
 	if err != nil {
 		return nil, err
 	}

@@ -23,7 +23,7 @@ func TestServeTargetRoundTrip(t *testing.T) {
 	want := sshx.Target{Addr: "10.0.0.2:22", User: "dev", Key: vmKey, KnownHosts: "/kh/vm", HostKeyAlias: "devvm-vm1",
 		Ciphers: sshx.EmulatedCPUCiphers,
 		Jump:    &sshx.Target{Addr: "hv:22", User: "root", Key: hvKey, UseAgent: true, KnownHosts: "/kh/hv"}}
-	args, err := sshx.EncodeTarget(want, nil)
+	args, err := sshx.EncodeTarget(want)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -226,10 +226,10 @@ type Describer interface {
 	Describe(m *Machine, rec *Record, s *backend.Status)
 }
 
-// AuthKeyFiles names the private key files behind Target.Auth, so a share
-// server (another process) can offer them too.
-type AuthKeyFiles interface {
-	AuthKeyFiles(m *Machine) []string
+// LoginHinter says how to get a key authorized in the machine's OS when
+// its sshd refuses every key devvm offers.
+type LoginHinter interface {
+	LoginHint(m *Machine, user string) string
 }
 
 // Closer ends connections a driver holds (a hypervisor's SSH).

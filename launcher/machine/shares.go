@@ -97,9 +97,6 @@ type Servers struct {
 	// is behind a jump host); it must be expressible as share-serve flags
 	// (TargetArgs).
 	Target sshx.Target
-	// AuthKeys are the private key files behind Target.Auth (the server
-	// rebuilds Auth from them; other Auth methods cannot be passed on).
-	AuthKeys []string
 	// Exe is the devvm executable to run (empty: this one, os.Executable).
 	Exe string
 }
@@ -166,7 +163,7 @@ func (s *Servers) start(ctx context.Context, sp Spec) (*Served, error) {
 			return fail("cannot find the devvm executable to run its share server: %v", err)
 		}
 	}
-	targs, err := sshx.EncodeTarget(s.Target, s.AuthKeys)
+	targs, err := sshx.EncodeTarget(s.Target)
 	if err != nil {
 		return fail("%v", err)
 	}
@@ -341,11 +338,7 @@ func (mg *Manager) startShares(ctx context.Context, m *Machine, rec *Record) err
 	if err != nil {
 		return err
 	}
-	var authKeys []string
-	if ak, ok := mg.d.(AuthKeyFiles); ok {
-		authKeys = ak.AuthKeyFiles(m)
-	}
-	srv := &Servers{Name: m.Name, VM: m.VM, Env: mg.env, UI: mg.ui, Target: *t, AuthKeys: authKeys}
+	srv := &Servers{Name: m.Name, VM: m.VM, Env: mg.env, UI: mg.ui, Target: *t}
 	return srv.Ensure(ctx, specs, &rec.SSHShares, func() error { return mg.save(m, rec) })
 }
 

@@ -275,10 +275,15 @@ func (mg *Manager) waitReady(ctx context.Context, m *Machine, rec *Record, timeo
 			mg.forget(m)
 			return fmt.Errorf("VM %q exited while it booted (%s)\n%s", m.Name, died, backend.ConsoleTail(m.VM.ConsoleLog(), 20))
 		case errors.Is(err, sshx.ErrAuthRefused):
-			rec.LoginRefused = fmt.Sprintf("%v (user %q, keys tried: %s)", err, t.User, triedKeys(t))
+			keys := sshx.OfferedKeys(t)
+			rec.LoginRefused = fmt.Sprintf("%v (user %q, keys offered: %s)", err, t.User, strings.Join(keys, "; "))
 			mg.save(m, rec)
-			return fmt.Errorf("VM %q runs, but its sshd refuses devvm's login: %v\nkeys devvm offered to %s@%s: %s\nhint: the guest's OS config must authorize one of them for %q (devvm adds its key to the config it builds; a config built elsewhere needs it, or name a key with ssh.identity_file); `devvm halt %s` stops the VM",
-				m.Name, err, t.User, t.Addr, triedKeys(t), t.User, m.Name)
+			hint := fmt.Sprintf("the guest's OS config must authorize one of them for %q (devvm adds its key to the Guix config it builds)", t.User)
+			if lh, ok := mg.d.(LoginHinter); ok {
+				hint = lh.LoginHint(m, t.User)
+			}
+			return fmt.Errorf("VM %q runs, but its sshd refuses devvm's login: %v\nkeys devvm offered to %s@%s:\n  %s\nhint: %s; `devvm halt %s` stops the VM",
+				m.Name, err, t.User, t.Addr, strings.Join(keys, "\n  "), hint, m.Name)
 		case errors.Is(context.Cause(ctx), errBootTimeout):
 			return fmt.Errorf("the guest did not accept SSH within %s (last error: %v)\n%s\nhint: the VM is still running: `devvm logs %s` or `devvm console` to look at it, `devvm halt %s` to stop it; `devvm up --timeout 20m` waits longer",
 				timeout, err, backend.ConsoleTail(m.VM.ConsoleLog(), 20), m.Name, m.Name)
@@ -306,23 +311,6 @@ func (mg *Manager) waitSSH(ctx context.Context, m *Machine, rec *Record, t sshx.
 		return c, "", err
 	}
 	return backend.WaitSSH(ctx, t, mg.identity(m, rec), ReadyPoll, pin)
-}
-
-func triedKeys(t *sshx.Target) string {
-	var ks []string
-	if t.Key != nil {
-		ks = append(ks, t.Key.PublicPath)
-	}
-	if t.UseAgent && os.Getenv("SSH_AUTH_SOCK") != "" {
-		ks = append(ks, "the keys of your SSH agent")
-	}
-	if len(t.Auth) > 0 {
-		ks = append(ks, fmt.Sprintf("%d more from the Vmfile", len(t.Auth)))
-	}
-	if len(ks) == 0 {
-		return "none"
-	}
-	return fmt.Sprint(ks)
 }
 
 // writeSSHConfig writes the machine's ssh_config for OpenSSH, scp, rsync

@@ -98,7 +98,7 @@ func loginChecks(ctx context.Context, env *hostenv.Env, vf *vmfile.Vmfile, flake
 		case c.OK:
 			c.Detail = fmt.Sprintf("nixosConfigurations.%s authorizes %s for %s", mc.Config, strings.Join(matched, ", "), mc.User)
 		default:
-			c.Detail = fmt.Sprintf("nixosConfigurations.%s authorizes %d key(s) for %s, none of those devvm offers (%s)", mc.Config, len(keys), mc.User, strings.Join(offeredKeys(t), "; "))
+			c.Detail = fmt.Sprintf("nixosConfigurations.%s authorizes %d key(s) for %s, none of those devvm offers (%s)", mc.Config, len(keys), mc.User, strings.Join(sshx.OfferedKeys(t), "; "))
 			c.Fix = fmt.Sprintf("load the key it authorizes into your agent (ssh-add KEY), or add devvm's key (%s) to users.users.%s.openssh.authorizedKeys.keys", key.PublicPath, mc.User)
 		}
 		out = append(out, c)
@@ -152,7 +152,7 @@ func remoteChecks(ctx context.Context, env *hostenv.Env, vf *vmfile.Vmfile) []Ch
 	if err != nil {
 		fix := ""
 		if errors.Is(err, sshx.ErrAuthRefused) {
-			fix = fmt.Sprintf("offered: %s; authorize one for %s on the hypervisor (users.users.%s.openssh.authorizedKeys.keys), or set microvm.remote.identity_file", strings.Join(offeredKeys(r.hvT), "; "), r.dest.User, r.dest.User)
+			fix = fmt.Sprintf("offered: %s; authorize one for %s on the hypervisor (users.users.%s.openssh.authorizedKeys.keys), or set microvm.remote.identity_file", strings.Join(sshx.OfferedKeys(r.hvT), "; "), r.dest.User, r.dest.User)
 		}
 		add(Check{Name: "hypervisor login", Required: true, Detail: err.Error(), Fix: fix})
 		return out

@@ -19,7 +19,6 @@ import (
 	"github.com/devvm/devvm/launcher/machine"
 	"github.com/devvm/devvm/launcher/sshx"
 	"github.com/devvm/devvm/launcher/state"
-	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
 )
 
@@ -329,17 +328,16 @@ func writeTar(w io.Writer, root string) error {
 }
 
 var (
-	_ machine.Driver       = (*remote)(nil)
-	_ machine.Preparer     = (*remote)(nil)
-	_ machine.Updater      = (*remote)(nil)
-	_ machine.LogStreamer  = (*remote)(nil)
-	_ machine.Rollbacker   = (*remote)(nil)
-	_ machine.Runner       = (*remote)(nil)
-	_ machine.Describer    = (*remote)(nil)
-	_ machine.AuthKeyFiles = (*remote)(nil)
-	_ machine.Closer       = (*remote)(nil)
-	_ machine.Restarter    = (*remote)(nil)
-	_ machine.Prebuilder   = (*remote)(nil)
+	_ machine.Driver      = (*remote)(nil)
+	_ machine.Preparer    = (*remote)(nil)
+	_ machine.Updater     = (*remote)(nil)
+	_ machine.LogStreamer = (*remote)(nil)
+	_ machine.Rollbacker  = (*remote)(nil)
+	_ machine.Runner      = (*remote)(nil)
+	_ machine.Describer   = (*remote)(nil)
+	_ machine.Closer      = (*remote)(nil)
+	_ machine.Restarter   = (*remote)(nil)
+	_ machine.Prebuilder  = (*remote)(nil)
 )
 
 // Identity implements machine.Driver: the hypervisor's systemd runs the VM,
@@ -552,24 +550,14 @@ func (r *remote) Target(m *machine.Machine, rec *machine.Record) (*sshx.Target, 
 		KnownHosts: m.VM.KnownHosts(), HostKeyAlias: sshx.HostAlias(m.Name), AgentForward: r.vf.SSH.ForwardAgent,
 		HandshakeTimeout: 10 * time.Second}
 	if r.hvT.Key != nil && r.hvT.Key != k {
-		t.Auth = []ssh.AuthMethod{ssh.PublicKeys(r.hvT.Key.Signer)}
+		// Guests that authorize only their owners' keys: the hypervisor's.
+		t.ExtraKeys = []*sshx.Key{r.hvT.Key}
 	}
 	if !mm.Routed {
 		j := *r.hvT
 		t.Jump = &j
 	}
 	return t, nil
-}
-
-// AuthKeyFiles implements machine.AuthKeyFiles: the hypervisor's key,
-// offered to guests that authorize only their owners' keys.
-func (r *remote) AuthKeyFiles(m *machine.Machine) []string {
-	if r.hvT.Key != nil {
-		if k, err := r.userKey(); err == nil && r.hvT.Key != k {
-			return []string{r.hvT.Key.PrivatePath}
-		}
-	}
-	return nil
 }
 
 func hostPort(host string, port int) string {

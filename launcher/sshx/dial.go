@@ -27,6 +27,10 @@ type Target struct {
 	// agent. x/crypto tries each method type once, so put other public keys here only when
 	// Key and UseAgent are unset.
 	Auth []ssh.AuthMethod
+	// ExtraKeys are more keys offered with Key and the agent's in the same publickey
+	// method (x/crypto tries each method type once, so a second publickey method in
+	// Auth would never be tried after the first).
+	ExtraKeys []*Key
 	// UseAgent adds the keys of the agent at $SSH_AUTH_SOCK (if set) to the public keys.
 	UseAgent bool
 	// KnownHosts is the known_hosts file to verify the host key against. Required.
@@ -196,6 +200,9 @@ func dialOnce(ctx context.Context, t *Target, pin bool) (*Client, error) {
 		if as, err := agent.NewClient(agentConn).Signers(); err == nil {
 			signers = append(signers, as...)
 		}
+	}
+	for _, k := range t.ExtraKeys {
+		signers = append(signers, k.Signer)
 	}
 	if len(signers) > 0 {
 		cfg.Auth = append(cfg.Auth, ssh.PublicKeys(signers...))

@@ -333,3 +333,18 @@ func TestCipherPreference(t *testing.T) {
 		}
 	}
 }
+
+// TestExtraKeysOffered: a guest that authorizes only another of the user's
+// keys (its owner's, the hypervisor's) is logged in to with ExtraKeys, which
+// go in the same publickey method as devvm's key: x/crypto tries each method
+// type once, so a second publickey method would never be tried.
+func TestExtraKeysOffered(t *testing.T) {
+	srv := sshtest.Start(t, sshtest.Options{})
+	tg := newTarget(t, srv)
+	owner := tg.Key
+	tg.Key, _ = EnsureUserKey(t.TempDir()) // devvm's key: not authorized
+	tg.ExtraKeys = []*Key{owner}
+	if _, err := WaitReady(testCtx(t), tg, 10*time.Millisecond, true); err != nil {
+		t.Fatalf("login with an authorized extra key: %v", err)
+	}
+}

@@ -4,15 +4,13 @@ import (
 	"fmt"
 	"strings"
 	"time"
-
-	"golang.org/x/crypto/ssh"
 )
 
 // A Target crosses a process boundary as command-line flags: devvm starts
 // `devvm share-serve` with EncodeTarget's flags, and share-serve rebuilds
 // the Target with DecodeTarget. Both directions live here so they cannot
-// drift. The flags are --addr, --user, --key, --extra-key (the key files
-// behind Target.Auth), --agent, --known-hosts, --host-key-alias, --ciphers,
+// drift. The flags are --addr, --user, --key, --extra-key (the files of
+// Target.ExtraKeys), --agent, --known-hosts, --host-key-alias, --ciphers,
 // and the same with a --jump- prefix for Target.Jump.
 
 // TargetFlag names one flag of the codec (without the prefix).
@@ -48,18 +46,19 @@ func TargetFlags(prefix string) []TargetFlag {
 	return fl
 }
 
-// EncodeTarget returns the flags that rebuild t; authKeys are the private
-// key files behind t.Auth (other methods cannot cross a process boundary).
-func EncodeTarget(t Target, authKeys []string) ([]string, error) {
-	if len(t.Auth) != len(authKeys) {
-		return nil, fmt.Errorf("the SSH target %s has %d extra authentication methods but %d key files for them: only key files can be passed on", t.Addr, len(t.Auth), len(authKeys))
+// EncodeTarget returns the flags that rebuild t. Only keys cross a
+// process boundary: a target with other authentication methods (Auth) is
+// refused.
+func EncodeTarget(t Target) ([]string, error) {
+	if len(t.Auth) > 0 {
+		return nil, fmt.Errorf("the SSH target %s has %d authentication methods besides keys: they cannot be passed on", t.Addr, len(t.Auth))
 	}
 	args := hopFlags("", t)
-	for _, k := range authKeys {
-		args = append(args, "--extra-key", k)
+	for _, k := range t.ExtraKeys {
+		args = append(args, "--extra-key", k.PrivatePath)
 	}
 	if j := t.Jump; j != nil {
-		if len(j.Auth) > 0 || j.Jump != nil {
+		if len(j.Auth) > 0 || len(j.ExtraKeys) > 0 || j.Jump != nil {
 			return nil, fmt.Errorf("the jump host %s of %s needs extra authentication methods or another jump: they cannot be passed on", j.Addr, t.Addr)
 		}
 		args = append(args, hopFlags("jump-", *j)...)
@@ -119,16 +118,12 @@ func DecodeTarget(v FlagValues) (*Target, error) {
 	if err != nil {
 		return nil, err
 	}
-	var signers []ssh.Signer
 	for _, p := range v.StringSlice("extra-key") {
 		k, err := LoadKey(p)
 		if err != nil {
 			return nil, err
 		}
-		signers = append(signers, k.Signer)
-	}
-	if len(signers) > 0 {
-		t.Auth = []ssh.AuthMethod{ssh.PublicKeys(signers...)}
+		t.ExtraKeys = append(t.ExtraKeys, k)
 	}
 	if v.String("jump-addr") != "" {
 		if t.Jump, err = hop("jump-"); err != nil {

@@ -12,9 +12,9 @@ import (
 func TestEncodeTarget(t *testing.T) {
 	jump := &Target{Addr: "hv:22", User: "root", Key: &Key{PrivatePath: "/k/hv"}, UseAgent: true, KnownHosts: "/kh/hv"}
 	tg := Target{Addr: "10.0.0.2:22", User: "dev", Key: &Key{PrivatePath: "/k/devvm"}, UseAgent: true,
-		KnownHosts: "/kh/vm", HostKeyAlias: "devvm-vm1", Jump: jump, Auth: make([]ssh.AuthMethod, 1),
+		KnownHosts: "/kh/vm", HostKeyAlias: "devvm-vm1", Jump: jump, ExtraKeys: []*Key{{PrivatePath: "/k/hv"}},
 		Ciphers: []string{"chacha20-poly1305@openssh.com", "aes128-ctr"}}
-	got, err := EncodeTarget(tg, []string{"/k/hv"})
+	got, err := EncodeTarget(tg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -24,12 +24,13 @@ func TestEncodeTarget(t *testing.T) {
 	if !slices.Equal(got, want) {
 		t.Errorf("EncodeTarget:\n%q\nwant\n%q", got, want)
 	}
-	if _, err := EncodeTarget(tg, nil); err == nil {
-		t.Errorf("an Auth method without its key file was accepted")
+	tg.Auth = make([]ssh.AuthMethod, 1)
+	if _, err := EncodeTarget(tg); err == nil {
+		t.Errorf("an authentication method other than keys was accepted")
 	}
 	tg.Auth = nil
 	tg.Jump = &Target{Addr: "hv:22", Jump: jump}
-	if _, err := EncodeTarget(tg, nil); err == nil {
+	if _, err := EncodeTarget(tg); err == nil {
 		t.Errorf("a jump through another jump was accepted")
 	}
 }

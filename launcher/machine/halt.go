@@ -167,11 +167,7 @@ func (mg *Manager) sshPowerOff(ctx context.Context, m *Machine, rec *Record, com
 // keeps for the machine. It asks first (on a terminal; elsewhere it needs
 // opts.Yes) when the machine runs or has a persistent disk.
 func (mg *Manager) Destroy(ctx context.Context, names []string, opts backend.DestroyOptions) error {
-	ms, err := mg.pick(names)
-	if err != nil {
-		return err
-	}
-	unlock, err := mg.lock(ms, "devvm destroy")
+	ms, unlock, err := mg.pickLocked(names, "devvm destroy")
 	if err != nil {
 		return err
 	}
@@ -237,11 +233,7 @@ func (mg *Manager) Destroy(ctx context.Context, names []string, opts backend.Des
 // uses any more (neither its last build nor what its running process
 // booted), under the lock of every machine.
 func (mg *Manager) GC(ctx context.Context, opts backend.GCOptions) (*backend.GCReport, error) {
-	ms, err := mg.pick(nil)
-	if err != nil {
-		return nil, err
-	}
-	unlock, err := mg.lock(ms, "devvm gc")
+	ms, unlock, err := mg.pickLocked(nil, "devvm gc")
 	if err != nil {
 		return nil, err
 	}

@@ -122,13 +122,22 @@ func (mg *Manager) lock(ms []*Machine, what string) (func(), error) {
 	return unlock, nil
 }
 
-// locked runs fn for each machine under the lock of all of them.
-func (mg *Manager) locked(names []string, what string, fn func(*Machine) error) error {
+// pickLocked picks the machines of names and takes all their locks.
+func (mg *Manager) pickLocked(names []string, what string) ([]*Machine, func(), error) {
 	ms, err := mg.pick(names)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
 	unlock, err := mg.lock(ms, what)
+	if err != nil {
+		return nil, nil, err
+	}
+	return ms, unlock, nil
+}
+
+// locked runs fn for each machine under the lock of all of them.
+func (mg *Manager) locked(names []string, what string, fn func(*Machine) error) error {
+	ms, unlock, err := mg.pickLocked(names, what)
 	if err != nil {
 		return err
 	}

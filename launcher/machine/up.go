@@ -17,11 +17,7 @@ import (
 
 // Build implements backend.Backend.
 func (mg *Manager) Build(ctx context.Context, opts backend.BuildOptions) error {
-	ms, err := mg.pick(nil)
-	if err != nil {
-		return err
-	}
-	unlock, err := mg.lock(ms, "devvm build")
+	ms, unlock, err := mg.pickLocked(nil, "devvm build")
 	if err != nil {
 		return err
 	}
@@ -117,7 +113,7 @@ func (mg *Manager) Up(ctx context.Context, names []string, opts backend.UpOption
 		done[what] = append(done[what], m.Name)
 	}
 	if u, ok := mg.d.(Updater); ok && u.UpdatesRunning() {
-		mg.ui.Printf("deployed: restarted %s; started %s; unchanged %s", list(done[upRestarted]), list(done[upStarted]), list(done[upUnchanged]))
+		mg.ui.Printf("deployed: restarted %s; started %s; unchanged %s", List(done[upRestarted]), List(done[upStarted]), List(done[upUnchanged]))
 	}
 	return nil
 }
@@ -129,7 +125,8 @@ const (
 	upUnchanged = "unchanged"
 )
 
-func list(names []string) string {
+// List renders names for a message ("none" when empty).
+func List(names []string) string {
 	if len(names) == 0 {
 		return "none"
 	}

@@ -3,6 +3,7 @@ package microvm
 import (
 	"context"
 	"fmt"
+	"github.com/devvm/devvm/launcher/machine"
 	"path"
 	"regexp"
 	"slices"
@@ -221,16 +222,9 @@ func (r *remote) rollbackHost(ctx context.Context, names []string, infos map[str
 	if len(host) == 0 {
 		return rest, nil
 	}
-	r.ui.Printf("%s installed by the hypervisor's own configuration: devvm switches the hypervisor back to its previous generation, which rolls back the host and every VM it declares", list(host))
+	r.ui.Printf("%s installed by the hypervisor's own configuration: devvm switches the hypervisor back to its previous generation, which rolls back the host and every VM it declares", machine.List(host))
 	if _, err := r.exec(ctx, "nixos-rebuild switch --rollback", nil, true); err != nil {
 		return nil, err
 	}
 	return rest, nil
-}
-
-func list(names []string) string {
-	if len(names) == 0 {
-		return "none"
-	}
-	return strings.Join(names, ", ")
 }

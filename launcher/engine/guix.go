@@ -9,6 +9,8 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -55,7 +57,13 @@ func (g *Guix) checkNames(names []string) error {
 
 // BuildRecord is .devvm/<vm>/build.json.
 type BuildRecord struct {
-	Key        string    `json:"key"`
+	Key string `json:"key"`
+	// Drv is the VM's derivation: a changed key whose derivation is still
+	// Drv needs no build.
+	Drv string `json:"drv,omitempty"`
+	// Same are later keys whose inputs `guix system vm -d` showed to give
+	// Drv: they stand for Key (its GC root, disk and runtime record).
+	Same       []string  `json:"same_keys,omitempty"`
 	RunVM      string    `json:"run_vm"`
 	Root       string    `json:"gc_root"`
 	Guix       []string  `json:"guix"`
@@ -106,6 +114,26 @@ func (g *Guix) writeAuthorizedKeys() error {
 	return state.WriteFileAtomic(path, b.Bytes(), 0o644)
 }
 
+// contract is what the wrapper adds to the project's config, from the Vmfile.
+func (g *Guix) contract() guix.Contract {
+	c := guix.Contract{ProjectConfig: g.VF.Resolve(g.VF.Guix.Config), User: g.VF.SSH.User, UID: guestUID(g.VF.Dir),
+		AuthorizedKeysFile: g.VM.AuthorizedKeys()}
+	if g.VF.Guix.Manifest != "" {
+		c.Packages = g.VF.Resolve(g.VF.Guix.Manifest)
+	}
+	for _, s := range g.VF.Shares {
+		if s.Mode == vmfile.ShareSSH {
+			continue // mounted by devvm over SSH, not by the guest's config
+		}
+		c.Shares = append(c.Shares, guix.Share{Tag: s.Tag, Guest: s.Guest, ReadOnly: s.ReadOnly})
+	}
+	return c
+}
+
+// wrapperDir is where the generated wrapper lives: devvm's state, never a
+// file of the project.
+func (g *Guix) wrapperDir() string { return g.VM.Dir() }
+
 func (g *Guix) inputs() guix.Inputs {
 	var shares []string
 	for _, s := range g.VF.Shares {
@@ -114,6 +142,7 @@ func (g *Guix) inputs() guix.Inputs {
 	in := guix.Inputs{
 		Config:   g.VF.Resolve(g.VF.Guix.Config),
 		Channels: g.VF.Resolve(g.VF.Guix.Channels),
+		Wrapper:  filepath.Join(g.wrapperDir(), guix.WrapperName),
 		Settings: map[string]string{
 			"name":       g.VF.Name,
 			"ssh.user":   g.VF.SSH.User,
@@ -127,10 +156,31 @@ func (g *Guix) inputs() guix.Inputs {
 	return in
 }
 
-// CurrentKey computes the build key of the inputs as they are now.
+// CurrentKey computes the build key of the inputs as they are now: the
+// recorded build's key when these inputs were shown to give its derivation.
 func (g *Guix) CurrentKey() (string, error) {
+	key, err := g.fastKey()
+	if err != nil {
+		return "", err
+	}
+	var rec BuildRecord
+	if ok, _ := state.ReadJSON(g.VM.BuildRecord(), &rec); ok && slices.Contains(rec.Same, key) {
+		return rec.Key, nil
+	}
+	return key, nil
+}
+
+// maxSame bounds BuildRecord.Same.
+const maxSame = 16
+
+// fastKey hashes the inputs (guix.Key), after writing the files the
+// wrapper names.
+func (g *Guix) fastKey() (string, error) {
 	if err := g.writeAuthorizedKeys(); err != nil {
 		return "", err
+	}
+	if _, err := guix.WriteWrapper(g.wrapperDir(), g.contract()); err != nil {
+		return "", fmt.Errorf("%s: %w", g.VF.Path, err)
 	}
 	key, _, err := guix.Key(g.inputs())
 	if err != nil {
@@ -175,19 +225,36 @@ func (g *Guix) build(ctx context.Context, opts backend.BuildOptions) (*BuildReco
 	if ok && !opts.Rebuild && rec.Key == key && rootValid(rec) {
 		return &rec, nil
 	}
-	g.UI.Printf("building the VM with guix (inputs changed or first build; log: %s)", g.VM.BuildLog())
 	timeout := g.VF.Guix.BuildTimeout.D()
 	if opts.Timeout > 0 {
 		timeout = opts.Timeout
 	}
 	r := &guix.Runner{Env: g.Env, Guix: g.guixCommand(), Progress: g.UI.Err, Terminal: g.UI.Terminal,
 		Timeout: timeout, StallTimeout: 10 * time.Minute}
-	res, err := r.SystemVM(ctx, guix.Request{Dir: g.VF.Dir, Config: in.Config, Channels: in.Channels,
-		Root: g.VM.GCRoot(key), Persistent: g.VF.Persistent, Log: g.VM.BuildLog()})
+	req := guix.Request{Dir: g.VF.Dir, Config: in.Wrapper, ProjectConfig: in.Config, Channels: in.Channels,
+		Root: g.VM.GCRoot(key), Persistent: g.VF.Persistent, Log: g.VM.BuildLog()}
+	// The fast key changed: one evaluation tells whether the VM did.
+	drv, err := r.Derivation(ctx, req)
 	if err != nil {
 		return nil, err
 	}
-	rec = BuildRecord{Key: key, RunVM: res.RunVM, Root: g.VM.GCRoot(key), Guix: res.Argv,
+	if ok && !opts.Rebuild && rec.Drv == drv.RunVM && rootValid(rec) {
+		rec.Same = append(rec.Same, key)
+		if len(rec.Same) > maxSame {
+			rec.Same = rec.Same[len(rec.Same)-maxSame:]
+		}
+		if err := state.WriteJSON(g.VM.BuildRecord(), rec); err != nil {
+			return nil, err
+		}
+		g.UI.Printf("inputs changed but the VM's derivation did not: no rebuild")
+		return &rec, nil
+	}
+	g.UI.Printf("building the VM with guix (inputs changed or first build; log: %s)", g.VM.BuildLog())
+	res, err := r.SystemVM(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	rec = BuildRecord{Key: key, Drv: drv.RunVM, RunVM: res.RunVM, Root: g.VM.GCRoot(key), Guix: res.Argv,
 		Persistent: g.VF.Persistent, BuiltAt: g.Env.Now(), Seconds: res.Duration.Seconds()}
 	if err := state.WriteJSON(g.VM.BuildRecord(), rec); err != nil {
 		return nil, err

@@ -62,11 +62,11 @@ func TestDetectAnyOSFile(t *testing.T) {
 	dir := t.TempDir()
 	// Guix's bare-bones.tmpl style, under another name, defined then named.
 	write(t, dir, map[string]string{
-		"system/notes.scm": `(operating-system)`, // not at the top: ignored
-		"tools.scm":        `(define (f x) x) (f 1)`,
-		"broken.scm":       `(operating-system (host-name "x"`,
-		"os-b.scm":         "(use-modules (gnu))\n(define %os (operating-system (host-name \"b\")))\n%os\n",
-		"os-a.scm":         "(use-modules (gnu))\n(operating-system (host-name \"a\"))\n",
+		"system/notes.scm":               `(operating-system)`, // not at the top: ignored
+		"tools.scm":                      `(define (f x) x) (f 1)`,
+		"broken.scm":                     `(operating-system (host-name "x"`,
+		"os-b.scm":                       "(use-modules (gnu))\n(define %os (operating-system (host-name \"b\")))\n%os\n",
+		"os-a.scm":                       "(use-modules (gnu))\n(operating-system (host-name \"a\"))\n",
 		".guix/modules/proj-package.scm": `(define-module (proj-package)) 1`,
 		"guix.scm":                       `(operating-system)`, // guix.scm is a package file, never the OS
 	})

@@ -5,8 +5,9 @@
 ;; config"):
 ;;  - devvm's SSH keys authorized for the Vmfile's ssh.user, a user account for
 ;;    it when the OS has none of that name, password-less sudo for it;
-;;  - OpenSSH (added when missing) with public-key login and TCP forwarding on
-;;    and dead clients dropped within a minute; password settings are kept;
+;;  - OpenSSH (added when missing) on port 22 with public-key login and TCP
+;;    forwarding on and dead clients dropped within a minute; the OS's
+;;    password settings, keys and users are kept;
 ;;  - one 9p file system per Vmfile share (the OS's own 9p file systems at
 ;;    other mount points are kept, and may fail to mount);
 ;;  - the serial console, and networking when no service provides it;
@@ -169,7 +170,7 @@ packages, as `guix shell -m' or `guix shell -D -f' would~%")
 ;;; The serial console devvm logs (and `devvm console' attaches to).
 (define (devvm-kernel-arguments os)
   (let ((args (operating-system-user-kernel-arguments os)))
-    (if (member "console=ttyS0" args)
+    (if (any (cut string-prefix? "console=ttyS0" <>) args)
         args
         (append args '("console=ttyS0")))))
 
@@ -177,6 +178,8 @@ packages, as `guix shell -m' or `guix shell -D -f' would~%")
 (define (devvm-sshd config)
   (openssh-configuration
    (inherit config)
+   ;; devvm forwards a host port to the guest's port 22.
+   (port-number 22)
    (public-key-authentication? #t)
    ;; Remote forwards carry ssh-mode shares.
    (allow-tcp-forwarding? #t)

@@ -46,6 +46,7 @@
 (let ((ssh (fold-services services #:target-type openssh-service-type)))
   (match (service-value ssh)
     ((? openssh-configuration? c)
+     (fact 'sshd 'port (openssh-configuration-port-number c))
      (fact 'sshd 'password-authentication (openssh-configuration-password-authentication? c))
      (fact 'sshd 'public-key-authentication (openssh-configuration-public-key-authentication? c))
      (fact 'sshd 'allow-tcp-forwarding (openssh-configuration-allow-tcp-forwarding? c))

@@ -610,7 +610,8 @@ proj
 			want := map[string][]string{
 				"package":  {`"pkg-config:out"`, `"hello:out"`},
 				"pair":     {`"pkg-config:out"`, `"hello:out"`},
-				"list":     {`"pkg-config:out"`, `"hello:out"`, `"git:out"`},
+				// -D applies to every package of a list: git's own inputs.
+				"list":     {`"pkg-config:out"`, `"hello:out"`, `"expat:out"`},
 				"nested":   {`"pkg-config:out"`, `"hello:out"`},
 				"manifest": {`"gcc-toolchain:out"`, `"cmake:out"`},
 			}[form]

@@ -318,7 +318,8 @@ func TestGuix(t *testing.T) {
 				// keys (local-file, relative to the config, not to guix's
 				// cwd /) and the sudoers plain-file.
 				wantInStore(t, store, "-devvm-authorized-keys", string(key))
-				wantInStore(t, store, "-sudoers", "root ALL=(ALL) ALL\n%wheel ALL=(ALL) NOPASSWD: ALL\n")
+				// The wrapper's sudoers: the OS's plus devvm's user.
+				wantInStore(t, store, "-sudoers", "root ALL=(ALL) ALL\n%wheel ALL=(ALL) ALL\ndev ALL=(ALL) NOPASSWD: ALL\n")
 			})
 			t.Run(name+"/manifest", func(t *testing.T) {
 				dir := project(t, name, withManifest, manifestOK, key)

@@ -608,8 +608,8 @@ proj
 			f.contract(t, w.key, "dev", "share0", "/mnt/pkgs-"+form)
 			// inspect.scm prints (package output) entries as "name:output".
 			want := map[string][]string{
-				"package":  {`"pkg-config:out"`, `"hello:out"`},
-				"pair":     {`"pkg-config:out"`, `"hello:out"`},
+				"package": {`"pkg-config:out"`, `"hello:out"`},
+				"pair":    {`"pkg-config:out"`, `"hello:out"`},
 				// -D applies to every package of a list: git's own inputs.
 				"list":     {`"pkg-config:out"`, `"hello:out"`, `"expat:out"`},
 				"nested":   {`"pkg-config:out"`, `"hello:out"`},

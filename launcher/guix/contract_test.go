@@ -248,3 +248,17 @@ func TestParseChannelsAsPeopleWriteThem(t *testing.T) {
 		}
 	}
 }
+
+func TestClassifyAuthentication(t *testing.T) {
+	// The shapes of guix:guix/channels.scm and guix/git-authenticate.scm
+	// (v1.5.0) for a fork pinned in channels.scm.
+	for _, line := range []string{
+		"guix time-machine: error: channel 'guix' lacks an introduction and cannot be authenticated",
+		"guix time-machine: error: commit 0123456789abcdef0123456789abcdef01234567 not signed by an authorized key: 1234 5678",
+	} {
+		e := Classify([]string{"Updating channel 'guix' from Git repository at 'https://example.org/guix.git'...", line}, 1, "dev-vm.scm", "channels.scm")
+		if e.Kind != FailAuth || !strings.Contains(e.Hint, "disable_authentication = true") {
+			t.Errorf("%q: %+v", line, e)
+		}
+	}
+}

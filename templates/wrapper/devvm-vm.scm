@@ -41,14 +41,15 @@
   (list{{range .Shares}}
    (list {{scm .Tag}} {{scm .Guest}} {{if .ReadOnly}}#t{{else}}#f{{end}}){{end}}))
 
-(define (devvm-load file)
-  ;; As `guix system' loads its own argument (guix:guix/scripts/system.scm
-  ;; read-operating-system): in a fresh user module.
-  (load* file (make-user-module '((gnu system) (gnu services)
-                                  (gnu system shadow)))))
+(define (devvm-load file modules)
+  ;; As guix loads user files: in a fresh user module using MODULES.
+  (load* file (make-user-module modules)))
 
 (define %devvm-os
-  (let ((os (devvm-load %devvm-config)))
+  ;; As `guix system' reads its argument (guix:guix/scripts/system.scm
+  ;; %user-module, read-operating-system).
+  (let ((os (devvm-load %devvm-config
+                        '((gnu system) (gnu services) (gnu system shadow)))))
     (unless (operating-system? os)
       (leave (G_ "~a returns ~s, not an operating-system; [guix] config in \
 the Vmfile must name a file whose last expression is an (operating-system …)~%")
@@ -102,7 +103,10 @@ packages, as `guix shell -m' or `guix shell -D -f' would~%")
                                      (list (manifest-entry-item entry)
                                            (manifest-entry-output entry))))
                               (devvm-entries
-                               (devvm-load %devvm-packages-file))))))))
+                               ;; As `guix shell -m' (load-manifest) does;
+                               ;; -f uses a subset of these modules.
+                               (devvm-load %devvm-packages-file
+                                           '((guix profiles) (gnu))))))))))
 
 ;;; The user devvm logs in as: the OS's own account of that name, or a new one.
 (define (devvm-users os)

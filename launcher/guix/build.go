@@ -43,11 +43,24 @@ type Runner struct {
 // Request is one `guix system vm` build.
 type Request struct {
 	Dir        string // working directory (the checkout)
-	Config     string // absolute config path
+	Config     string // absolute config path (the wrapper WriteWrapper wrote)
 	Channels   string // absolute channels.scm path
 	Root       string // GC root symlink to create
 	Persistent bool   // pass --persistent
 	Log        string // file receiving guix's full stderr
+	// LoadPath are directories passed as -L (Vmfile [guix] load_path), for
+	// configs and manifests that use the project's own modules.
+	LoadPath []string
+	// DisableAuthentication passes --disable-authentication to time-machine
+	// (Vmfile [guix] disable_authentication), for a pinned fork whose
+	// channel has no introduction.
+	DisableAuthentication bool
+	// ImageSize is the disk image size in bytes (--image-size), used with
+	// Persistent; 0 lets guix guess.
+	ImageSize int64
+	// ProjectConfig names the project's own config in error hints (the
+	// wrapper is devvm's); "" uses Config.
+	ProjectConfig string
 }
 
 // Result of a successful build.
@@ -57,30 +70,73 @@ type Result struct {
 	Duration time.Duration
 }
 
-// Argv returns the guix command line for req.
+// Argv returns the guix command line that builds req.
 func (r *Runner) Argv(req Request) []string {
-	argv := []string{r.Guix, "time-machine", "-C", req.Channels, "--", "system", "vm"}
+	return append(r.vmArgv(req), "-r", req.Root, req.Config)
+}
+
+// DerivationArgv returns the guix command line that only computes req's
+// derivation (`guix system vm -d`).
+func (r *Runner) DerivationArgv(req Request) []string {
+	return append(r.vmArgv(req), "-d", req.Config)
+}
+
+func (r *Runner) vmArgv(req Request) []string {
+	argv := []string{r.Guix, "time-machine", "-C", req.Channels}
+	if req.DisableAuthentication {
+		argv = append(argv, "--disable-authentication")
+	}
+	argv = append(argv, "--", "system", "vm")
+	for _, d := range req.LoadPath {
+		argv = append(argv, "-L", d)
+	}
 	if req.Persistent {
 		argv = append(argv, "--persistent")
+		if req.ImageSize > 0 {
+			argv = append(argv, fmt.Sprintf("--image-size=%d", req.ImageSize))
+		}
 	}
-	return append(argv, "-r", req.Root, req.Config)
+	return argv
 }
 
 // SystemVM builds the VM and returns the run-vm.sh path. It removes a stale
 // GC root first (guix fails with "File exists" otherwise).
 func (r *Runner) SystemVM(ctx context.Context, req Request) (*Result, error) {
-	guixPath, err := r.Env.LookPath(r.Guix)
-	if err != nil {
-		return nil, &BuildError{Kind: FailNoGuix, Msg: fmt.Sprintf("guix not found (%q)", r.Guix),
-			Hint: "install GNU Guix (https://guix.gnu.org/manual/en/html_node/Installation.html) or set [guix] command in the Vmfile; `devvm doctor` checks it"}
-	}
 	if err := os.Remove(req.Root); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("removing stale GC root %s: %w", req.Root, err)
 	}
 	if err := os.MkdirAll(filepath.Dir(req.Root), 0o755); err != nil {
 		return nil, err
 	}
-	argv := r.Argv(req)
+	res, tail, err := r.run(ctx, req, r.Argv(req), "-run-vm.sh")
+	if err != nil {
+		return nil, err
+	}
+	if _, err := os.Lstat(req.Root); err != nil {
+		return nil, &BuildError{Kind: FailOther, Msg: "guix did not create the GC root " + req.Root, Tail: tail, Log: req.Log,
+			Hint: "without it `guix gc` may collect the VM; check that the guix daemon can write there"}
+	}
+	return res, nil
+}
+
+// Derivation evaluates req without building (`guix system vm -d`) and
+// returns the VM's derivation (/gnu/store/…-run-vm.sh.drv): equal
+// derivations build the same VM, so a caller whose fast key changed can
+// compare it with the recorded one before paying for a build. It takes one
+// evaluation (seconds; guix builds nothing). Result.RunVM holds the .drv.
+func (r *Runner) Derivation(ctx context.Context, req Request) (*Result, error) {
+	res, _, err := r.run(ctx, req, r.DerivationArgv(req), "-run-vm.sh.drv")
+	return res, err
+}
+
+// run runs argv, streaming stderr to the progress writer and the log, and
+// returns the last stdout line that is a path ending in suffix.
+func (r *Runner) run(ctx context.Context, req Request, argv []string, suffix string) (*Result, []string, error) {
+	guixPath, err := r.Env.LookPath(r.Guix)
+	if err != nil {
+		return nil, nil, &BuildError{Kind: FailNoGuix, Msg: fmt.Sprintf("guix not found (%q)", r.Guix),
+			Hint: "install GNU Guix (https://guix.gnu.org/manual/en/html_node/Installation.html) or set [guix] command in the Vmfile; `devvm doctor` checks it"}
+	}
 	if r.Timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, r.Timeout)
@@ -97,7 +153,7 @@ func (r *Runner) SystemVM(ctx context.Context, req Request) (*Result, error) {
 
 	logf, err := os.Create(req.Log)
 	if err != nil {
-		return nil, fmt.Errorf("creating build log: %w", err)
+		return nil, nil, fmt.Errorf("creating build log: %w", err)
 	}
 	defer logf.Close()
 	fmt.Fprintf(logf, "$ %s\n", strings.Join(argv, " "))
@@ -106,7 +162,7 @@ func (r *Runner) SystemVM(ctx context.Context, req Request) (*Result, error) {
 	if r.Terminal {
 		ptmx, tty, err := pty.Open()
 		if err != nil {
-			return nil, fmt.Errorf("opening a pty for guix: %w", err)
+			return nil, nil, fmt.Errorf("opening a pty for guix: %w", err)
 		}
 		if f, ok := r.Progress.(*os.File); ok {
 			pty.InheritSize(f, ptmx)
@@ -119,7 +175,7 @@ func (r *Runner) SystemVM(ctx context.Context, req Request) (*Result, error) {
 	} else {
 		pr, pw, err := os.Pipe()
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		cmd.Stderr = pw
 		defer pw.Close()
@@ -129,7 +185,7 @@ func (r *Runner) SystemVM(ctx context.Context, req Request) (*Result, error) {
 
 	start := r.Env.Now()
 	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("starting %s: %w", guixPath, err)
+		return nil, nil, fmt.Errorf("starting %s: %w", guixPath, err)
 	}
 	// The child holds its own copies of the pty/pipe ends.
 	if c, ok := cmd.Stderr.(io.Closer); ok {
@@ -173,7 +229,7 @@ func (r *Runner) SystemVM(ctx context.Context, req Request) (*Result, error) {
 				e.Hint = "guix was waiting for substitute servers (offline?); connect to the network, or " + e.Hint
 			}
 		}
-		return nil, e
+		return nil, nil, e
 	}
 	if runErr != nil {
 		code := -1
@@ -181,20 +237,20 @@ func (r *Runner) SystemVM(ctx context.Context, req Request) (*Result, error) {
 		if errors.As(runErr, &ee) {
 			code = ee.ExitCode()
 		}
-		e := Classify(tail.lines(), code, rel(req.Dir, req.Config), rel(req.Dir, req.Channels))
+		config := req.ProjectConfig
+		if config == "" {
+			config = req.Config
+		}
+		e := Classify(tail.lines(), code, rel(req.Dir, config), rel(req.Dir, req.Channels))
 		e.Log = req.Log
-		return nil, e
+		return nil, nil, e
 	}
-	runvm := lastStorePath(stdout.String(), "-run-vm.sh")
-	if runvm == "" {
-		return nil, &BuildError{Kind: FailOther, Msg: "guix succeeded but printed no run-vm.sh path on stdout",
-			Tail: tail.lines(), Log: req.Log, Hint: "is [guix] command really GNU Guix? `guix system vm` prints the script's store path"}
+	out := lastStorePath(stdout.String(), suffix)
+	if out == "" {
+		return nil, nil, &BuildError{Kind: FailOther, Msg: "guix succeeded but printed no *" + suffix + " path on stdout",
+			Tail: tail.lines(), Log: req.Log, Hint: "is [guix] command really GNU Guix? `guix system vm` prints the store path on stdout"}
 	}
-	if _, err := os.Lstat(req.Root); err != nil {
-		return nil, &BuildError{Kind: FailOther, Msg: "guix did not create the GC root " + req.Root, Tail: tail.lines(), Log: req.Log,
-			Hint: "without it `guix gc` may collect the VM; check that the guix daemon can write there"}
-	}
-	return &Result{RunVM: runvm, Argv: argv, Duration: r.Env.Now().Sub(start)}, nil
+	return &Result{RunVM: out, Argv: argv, Duration: r.Env.Now().Sub(start)}, tail.lines(), nil
 }
 
 var errStalled = errors.New("substitutes stalled")

@@ -13,8 +13,17 @@ type Channel struct {
 	URL    string
 	Branch string
 	Commit string
-	Line   int
+	// Inherit is the variable of an (inherit …) field, e.g.
+	// %default-guix-channel, whose fields the others override.
+	Inherit string
+	// Introduction: the channel names its authentication introduction.
+	Introduction bool
+	Line         int
 }
+
+// defaultGuix is %default-guix-channel of Guix 1.5.0
+// (guix:guix/channels.scm), which channels.scm files inherit from.
+var defaultGuix = Channel{Name: "guix", URL: "https://git.guix.gnu.org/guix.git", Branch: "master", Introduction: true}
 
 var fullCommit = regexp.MustCompile(`^[0-9a-f]{40}$`)
 
@@ -27,10 +36,23 @@ func ParseChannels(src string) ([]Channel, error) {
 	var out []Channel
 	for _, d := range data {
 		d.walk(func(n *node) {
+			if n.atom == "%default-channels" {
+				// Guix's own default: the guix channel at the tip of master.
+				c := defaultGuix
+				c.Inherit, c.Line = "%default-channels", n.line
+				out = append(out, c)
+				return
+			}
 			if n.head() != "channel" {
 				return
 			}
 			c := Channel{Line: n.line}
+			for _, f := range n.list[1:] {
+				if f.head() == "inherit" && len(f.list) == 2 && f.list[1].atom == "%default-guix-channel" {
+					c = defaultGuix
+					c.Line = n.line
+				}
+			}
 			for _, f := range n.list[1:] {
 				if len(f.list) < 2 {
 					continue
@@ -52,6 +74,10 @@ func ParseChannels(src string) ([]Channel, error) {
 					c.Branch = val
 				case "commit":
 					c.Commit = val
+				case "inherit":
+					c.Inherit = v.atom
+				case "introduction":
+					c.Introduction = v.isList || val != ""
 				}
 			}
 			out = append(out, c)
@@ -77,8 +103,16 @@ func CheckPinned(path string) error {
 	}
 	for _, c := range chans {
 		name := c.Name
-		if name == "" {
+		switch {
+		case name != "":
+		case c.Inherit != "":
+			name = "(inherit " + c.Inherit + ")"
+		default:
 			name = "?"
+		}
+		if c.Inherit == "%default-channels" {
+			return fmt.Errorf("%s:%d: %%default-channels is the guix channel at the tip of its master branch: guix time-machine would contact %s on every run (and fail offline). "+
+				"Replace it with a pinned (channel (inherit %%default-guix-channel) (commit \"…\")), e.g. from `guix describe -f channels`", path, c.Line, c.URL)
 		}
 		switch {
 		case fullCommit.MatchString(c.Commit):

@@ -16,6 +16,7 @@ const (
 	FailSubstitutes = "substitutes-stalled"
 	FailTimeout     = "timeout"
 	FailNoGuix      = "no-guix"
+	FailAuth        = "channel-authentication"
 	FailOther       = "guix-failed"
 )
 
@@ -56,6 +57,9 @@ var (
 	reDup      = regexp.MustCompile(`provided more than once|service '[^']*' requires '[^']*', which is not provided`)
 	reConfig   = regexp.MustCompile(`failed to load|Unbound variable|unbound variable|syntax error|Wrong type|missing closing parenthesis|end of file|In procedure|invalid field specifier|error:`)
 	reSubst    = regexp.MustCompile(`looking for substitutes`)
+	// guix:guix/channels.scm (latest-channel-instance) and
+	// guix:guix/git-authenticate.scm, v1.5.0.
+	reAuth = regexp.MustCompile(`lacks an introduction and cannot be authenticated|not signed by an authorized key|could not authenticate commit|lacks a signature|is not a descendant of introductory commit`)
 )
 
 // Classify turns a failed guix run (its stderr tail and exit code) into a
@@ -67,6 +71,10 @@ func Classify(tail []string, exit int, config, channels string) *BuildError {
 	case reNoDaemon.MatchString(text):
 		e.Kind, e.Msg = FailNoDaemon, "guix could not reach its build daemon"
 		e.Hint = "start it: `sudo systemctl start guix-daemon` (or `sudo guix-daemon --build-users-group=guixbuild &`), then run `devvm doctor`"
+	case reAuth.MatchString(text):
+		e.Kind, e.Msg = FailAuth, "guix could not authenticate a channel of "+channels
+		e.Hint = "a pinned fork of Guix has no introduction of its own, or commits not signed by Guix's keys: give its channel an (introduction …) in " + channels +
+			", or, if you trust it, set [guix] disable_authentication = true in the Vmfile (guix time-machine --disable-authentication)"
 	case reOffline.MatchString(text):
 		e.Kind, e.Msg = FailOffline, "guix could not fetch the pinned channels (no network?)"
 		e.Hint = "the first `guix time-machine` run for a pin needs the network to fetch the channels of " + channels +

@@ -9,6 +9,8 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -16,6 +18,7 @@ import (
 	"github.com/devvm/devvm/launcher/guix"
 	"github.com/devvm/devvm/launcher/hostenv"
 	"github.com/devvm/devvm/launcher/machine"
+	"github.com/devvm/devvm/launcher/project"
 	"github.com/devvm/devvm/launcher/qemu"
 	"github.com/devvm/devvm/launcher/qmp"
 	"github.com/devvm/devvm/launcher/sshx"
@@ -96,7 +99,32 @@ func (d *Driver) writeAuthorizedKeys(m *machine.Machine) error {
 	return state.WriteFileIfChanged(m.VM.AuthorizedKeys(), b.Bytes(), 0o644)
 }
 
-func (d *Driver) inputs() guix.Inputs {
+// contract is what the build-time wrapper adds to the project's config,
+// from the Vmfile (templates/wrapper/devvm-vm.scm).
+func (d *Driver) contract(m *machine.Machine) guix.Contract {
+	c := guix.Contract{ProjectConfig: d.vf.Resolve(d.vf.Guix.Config), User: d.vf.SSH.User, UID: project.GuestUID(d.vf.Dir),
+		AuthorizedKeysFile: m.VM.AuthorizedKeys()}
+	if d.vf.Guix.Manifest != "" {
+		c.Packages = d.vf.Resolve(d.vf.Guix.Manifest)
+	}
+	for _, s := range d.vf.Shares {
+		if s.Mode == vmfile.ShareSSH {
+			continue // mounted by devvm over SSH, not by the guest's config
+		}
+		c.Shares = append(c.Shares, guix.Share{Tag: s.Tag, Guest: s.Guest, ReadOnly: s.ReadOnly})
+	}
+	return c
+}
+
+func (d *Driver) loadPath() []string {
+	var out []string
+	for _, p := range d.vf.Guix.LoadPath {
+		out = append(out, d.vf.Resolve(p))
+	}
+	return out
+}
+
+func (d *Driver) inputs(m *machine.Machine) guix.Inputs {
 	var shares []string
 	for _, s := range d.vf.Shares {
 		shares = append(shares, fmt.Sprintf("%s:%s:%v:%s", s.Tag, s.Guest, s.ReadOnly, s.Mode))
@@ -104,11 +132,15 @@ func (d *Driver) inputs() guix.Inputs {
 	in := guix.Inputs{
 		Config:   d.vf.Resolve(d.vf.Guix.Config),
 		Channels: d.vf.Resolve(d.vf.Guix.Channels),
+		Wrapper:  filepath.Join(m.VM.Dir(), guix.WrapperName),
+		LoadPath: d.loadPath(),
 		Settings: map[string]string{
 			"name":       d.vf.Name,
 			"ssh.user":   d.vf.SSH.User,
 			"shares":     strings.Join(shares, " "),
 			"persistent": fmt.Sprint(d.vf.Persistent),
+			"disk":       fmt.Sprint(d.vf.Disk.Bytes()),
+			"auth":       fmt.Sprint(!d.vf.Guix.DisableAuthentication),
 		},
 	}
 	if d.vf.Guix.Manifest != "" {
@@ -117,12 +149,34 @@ func (d *Driver) inputs() guix.Inputs {
 	return in
 }
 
-// currentKey computes the build key of the inputs as they are now.
+// currentKey is the build key of the inputs as they are now: the recorded
+// build's key when these inputs were shown to give its derivation (Same).
 func (d *Driver) currentKey(m *machine.Machine) (string, error) {
+	key, err := d.fastKey(m)
+	if err != nil {
+		return "", err
+	}
+	var b machine.Build
+	if ok, _ := state.ReadJSON(m.VM.BuildRecord(), &b); ok && slices.Contains(b.Same, key) {
+		return b.Key, nil
+	}
+	return key, nil
+}
+
+// maxSame bounds Build.Same.
+const maxSame = 16
+
+// fastKey hashes the inputs (guix.Key), after writing the files the wrapper
+// names: devvm's authorized_keys and the wrapper itself, both in devvm's
+// state, never in the checkout.
+func (d *Driver) fastKey(m *machine.Machine) (string, error) {
 	if err := d.writeAuthorizedKeys(m); err != nil {
 		return "", err
 	}
-	key, _, err := guix.Key(d.inputs())
+	if _, err := guix.WriteWrapper(m.VM.Dir(), d.contract(m)); err != nil {
+		return "", fmt.Errorf("%s: %w", d.vf.Path, err)
+	}
+	key, _, err := guix.Key(d.inputs(m))
 	if err != nil {
 		return "", fmt.Errorf("hashing the build inputs: %w", err)
 	}
@@ -146,7 +200,7 @@ func (d *Driver) Build(ctx context.Context, m *machine.Machine, prev *machine.Bu
 	if err := d.vf.CheckFiles(); err != nil {
 		return nil, err
 	}
-	in := d.inputs()
+	in := d.inputs(m)
 	if err := guix.CheckPinned(in.Channels); err != nil {
 		return nil, err
 	}
@@ -157,21 +211,41 @@ func (d *Driver) Build(ctx context.Context, m *machine.Machine, prev *machine.Bu
 	if prev != nil && !opts.Rebuild && prev.Key == key && d.valid(m, prev) == nil {
 		return prev, nil
 	}
-	d.ui.Printf("building the VM with guix (inputs changed or first build; log: %s)", m.VM.BuildLog())
 	timeout := d.vf.Guix.BuildTimeout.D()
 	if opts.Timeout > 0 {
 		timeout = opts.Timeout
 	}
 	r := &guix.Runner{Env: d.env, Guix: d.guixCommand(), Progress: d.ui.Err, Terminal: d.ui.Terminal,
 		Timeout: timeout, StallTimeout: 10 * time.Minute}
-	req := guix.Request{Dir: d.vf.Dir, Config: in.Config, Channels: in.Channels,
-		Root: m.VM.GCRoot(key), Persistent: d.vf.Persistent, Log: m.VM.BuildLog()}
+	req := guix.Request{Dir: d.vf.Dir, Config: in.Wrapper, ProjectConfig: in.Config, Channels: in.Channels,
+		Root: m.VM.GCRoot(key), Persistent: d.vf.Persistent, Log: m.VM.BuildLog(), LoadPath: in.LoadPath,
+		DisableAuthentication: d.vf.Guix.DisableAuthentication}
+	if d.vf.Persistent {
+		req.ImageSize = int64(d.vf.Disk.Bytes())
+	}
+	// The fast key changed: one evaluation tells whether the VM did, so an
+	// edit that leaves the derivation as it was costs no build.
+	d.ui.Debugf("$ %s", strings.Join(r.DerivationArgv(req), " "))
+	drv, err := r.Derivation(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	if prev != nil && !opts.Rebuild && prev.Derivation == drv.RunVM && d.valid(m, prev) == nil {
+		same := *prev
+		same.Same = append(append([]string(nil), prev.Same...), key)
+		if len(same.Same) > maxSame {
+			same.Same = same.Same[len(same.Same)-maxSame:]
+		}
+		d.ui.Printf("the inputs changed but the VM's derivation did not: no rebuild")
+		return &same, nil
+	}
+	d.ui.Printf("building the VM with guix (inputs changed or first build; log: %s)", m.VM.BuildLog())
 	d.ui.Debugf("$ %s", strings.Join(r.Argv(req), " "))
 	res, err := r.SystemVM(ctx, req)
 	if err != nil {
 		return nil, err
 	}
-	b := &machine.Build{Key: key, Artifact: res.RunVM, Root: m.VM.GCRoot(key), Command: res.Argv,
+	b := &machine.Build{Key: key, Derivation: drv.RunVM, Artifact: res.RunVM, Root: m.VM.GCRoot(key), Command: res.Argv,
 		Persistent: d.vf.Persistent, BuiltAt: d.env.Now(), Seconds: res.Duration.Seconds(),
 		Changed: prev == nil || prev.Artifact != res.RunVM}
 	if err := d.valid(m, b); err != nil {

@@ -76,9 +76,22 @@ func newCheckout(t testing.TB, env *hostenv.Env, files map[string]string) string
 	return dir
 }
 
+// guixRuns counts the builds (`system vm` without -d) guix ran.
 func guixRuns(log string) int {
+	n := 0
 	b, _ := os.ReadFile(log)
-	return strings.Count(string(b), "system vm")
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.Contains(l, "system vm") && !strings.Contains(l, " -d ") {
+			n++
+		}
+	}
+	return n
+}
+
+// guixEvals counts the evaluations (`system vm -d`) guix ran.
+func guixEvals(log string) int {
+	b, _ := os.ReadFile(log)
+	return strings.Count(string(b), " vm -d ")
 }
 
 // open returns the lifecycle over the Guix driver and its one machine's files.
@@ -114,10 +127,22 @@ func TestBuildCache(t *testing.T) {
 	if n := guixRuns(log); n != 1 {
 		t.Errorf("unchanged build ran guix again (%d runs)", n)
 	}
-	// Changing the config, or a file it loads, rebuilds.
+	// An edit that leaves the OS as it was (a comment) costs one
+	// evaluation (guix system vm -d), not a build.
 	cfg := filepath.Join(dir, "dev-vm.scm")
 	old, _ := os.ReadFile(cfg)
+	evals := guixEvals(log)
 	os.WriteFile(cfg, append(old, []byte("\n;; changed\n")...), 0o644)
+	build(backend.BuildOptions{})
+	if n, e := guixRuns(log), guixEvals(log); n != 1 || e != evals+1 {
+		t.Errorf("comment edit: %d builds (want 1), %d evaluations (want %d)", n, e, evals+1)
+	}
+	build(backend.BuildOptions{})
+	if n, e := guixRuns(log), guixEvals(log); n != 1 || e != evals+1 {
+		t.Errorf("unchanged after the comment edit: %d builds, %d evaluations: want no guix call", n, e)
+	}
+	// Changing the config rebuilds.
+	os.WriteFile(cfg, []byte(strings.Replace(string(old), `(timezone "Etc/UTC")`, `(timezone "Europe/Paris")`, 1)), 0o644)
 	build(backend.BuildOptions{})
 	if n := guixRuns(log); n != 2 {
 		t.Errorf("changed config: %d runs, want 2", n)
@@ -224,7 +249,7 @@ func TestGCRemovesOldBuilds(t *testing.T) {
 	readJSON(t, m.BuildRecord(), &old)
 	cfg := filepath.Join(dir, "dev-vm.scm")
 	text, _ := os.ReadFile(cfg)
-	os.WriteFile(cfg, append(text, []byte("\n;; v2\n")...), 0o644)
+	os.WriteFile(cfg, []byte(strings.Replace(string(text), `(timezone "Etc/UTC")`, `(timezone "Europe/Paris")`, 1)), 0o644)
 	if err := g.Build(ctx, backend.BuildOptions{}); err != nil {
 		t.Fatal(err)
 	}

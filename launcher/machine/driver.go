@@ -86,6 +86,9 @@ func (r *Record) Ciphers() []string {
 // backend.
 type Build struct {
 	Key string `json:"key"`
+	// Same are later keys whose inputs were shown (by evaluating them) to
+	// give this build's Derivation: they stand for Key (its GC root and disk).
+	Same []string `json:"same_keys,omitempty"`
 	// Artifact is what Start boots (run-vm.sh, a runner).
 	Artifact   string    `json:"artifact"`
 	Root       string    `json:"gc_root,omitempty"`

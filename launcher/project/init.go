@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -27,8 +29,12 @@ type InitOptions struct {
 }
 
 // Init writes the Vmfile, dev-vm.scm and channels.scm into a checkout,
-// each only where missing unless Force, reusing the project's own
-// manifest.scm and channels.scm. devvm keeps nothing else in the checkout.
+// each only where missing unless Force. It adopts the project's own Guix
+// files (Detect): an existing operating-system file becomes [guix] config,
+// its 9p mounts the Vmfile's shares, its channels.scm is kept, and its
+// manifest.scm or guix.scm gives the VM's packages. Adopted files are never
+// rewritten, not even by Force: devvm applies its contract at build time
+// (guix.WriteWrapper). devvm keeps nothing else in the checkout.
 func Init(ctx context.Context, env *hostenv.Env, ui *backend.UI, opts InitOptions) error {
 	dir, err := filepath.Abs(opts.Dir)
 	if err != nil {
@@ -45,25 +51,20 @@ func Init(ctx context.Context, env *hostenv.Env, ui *backend.UI, opts InitOption
 	if tmpl == "" {
 		tmpl = templates.DefaultGuix
 	}
+	found, err := Detect(dir)
+	if err != nil {
+		return err
+	}
 	// Decide everything first, then write: a refusal leaves the disk as it was.
-	vmText := vmfile.Template(name)
-	if _, err := vmfile.Parse(filepath.Join(dir, vmfile.FileName), vmText); err != nil {
-		return fmt.Errorf("internal: the Vmfile template does not parse: %w", err)
+	vmText, notes, err := adoptVmfile(dir, name, found)
+	if err != nil {
+		return err
 	}
-	manifest, pkgFile := "", ""
-	if _, err := os.Stat(filepath.Join(dir, "manifest.scm")); err == nil {
-		manifest = "manifest.scm"
-		ui.Printf("reusing the project's manifest.scm for the VM's packages")
-	} else if _, err := os.Stat(filepath.Join(dir, "guix.scm")); err == nil {
-		pkgFile = "guix.scm"
-		ui.Printf("reusing the project's guix.scm: the VM gets its package's development inputs")
+	data := templates.Data{HostName: name, Packages: templates.DefaultPackages}
+	if found.Packages != "" {
+		data.Packages = nil
 	}
-	config, err := templates.RenderGuix(tmpl, templates.Data{
-		HostName: name, User: "dev", UID: guestUID(dir),
-		Shares:   []templates.Share{{Tag: "share0", Guest: "/mnt/" + name}},
-		Manifest: manifest, PackageFile: pkgFile, Packages: templates.DefaultPackages,
-		AuthorizedKeys: state.New(dir, name, env.Dirs()).AuthorizedKeys(),
-	})
+	config, err := templates.RenderGuix(tmpl, data)
 	if err != nil {
 		return err
 	}
@@ -72,13 +73,25 @@ func Init(ctx context.Context, env *hostenv.Env, ui *backend.UI, opts InitOption
 		data func() ([]byte, string)
 	}{
 		{vmfile.FileName, func() ([]byte, string) { return vmText, "" }},
-		{"dev-vm.scm", func() ([]byte, string) { return config, "from template " + tmpl }},
 		{"channels.scm", func() ([]byte, string) { return channelsFor(ctx, env) }},
+	}
+	if found.Config == "" {
+		files = append(files, struct {
+			name string
+			data func() ([]byte, string)
+		}{"dev-vm.scm", func() ([]byte, string) { return config, "from template " + tmpl }})
 	}
 	for _, f := range files {
 		path := filepath.Join(dir, f.name)
-		if _, err := os.Stat(path); err == nil && !opts.Force {
-			ui.Printf("kept %s (exists; --force overwrites devvm's files)", f.name)
+		if _, err := os.Stat(path); err == nil && (!opts.Force || f.name == found.Channels) {
+			how := "exists; --force overwrites devvm's files"
+			if f.name == found.Channels {
+				how = "the project's pin"
+				if err := guix.CheckPinned(path); err != nil {
+					ui.Printf("warning: %v", err)
+				}
+			}
+			ui.Printf("kept %s (%s)", f.name, how)
 			continue
 		}
 		data, note := f.data()
@@ -90,13 +103,85 @@ func Init(ctx context.Context, env *hostenv.Env, ui *backend.UI, opts InitOption
 		}
 		ui.Printf("wrote %s%s", f.name, note)
 	}
+	for _, n := range notes {
+		ui.Printf("%s", n)
+	}
 	ui.Printf("next: `devvm doctor` checks this host, `devvm up` builds and boots the VM")
 	return nil
 }
 
-// guestUID is the uid of the checkout's owner when it is a regular user's,
+// adoptVmfile returns the Vmfile init writes for what the checkout has,
+// and what to tell the user about it.
+func adoptVmfile(dir, name string, found *Found) ([]byte, []string, error) {
+	text := string(vmfile.Template(name))
+	var notes []string
+	set := func(old, new string) error {
+		if !strings.Contains(text, old) {
+			return fmt.Errorf("internal: the Vmfile template has no line %q to adopt the project's files", old)
+		}
+		text = strings.Replace(text, old, new, 1)
+		return nil
+	}
+	q := strconv.Quote
+	if found.Config != "" {
+		if err := set("# config = \"dev-vm.scm\"\n", "config = "+q(found.Config)+"\n"); err != nil {
+			return nil, nil, err
+		}
+		notes = append(notes, fmt.Sprintf("adopted the project's %s as [guix] config: devvm loads it unchanged and adds its user, keys and shares at every build", found.Config))
+		if len(found.OtherConfigs) > 0 {
+			notes = append(notes, fmt.Sprintf("other operating-system files, not used: %s (set [guix] config to pick one)", strings.Join(found.OtherConfigs, ", ")))
+		}
+	}
+	if len(found.Shares) > 0 {
+		s := found.Shares[0]
+		if err := set("guest = "+q("/mnt/"+name)+"\n", "guest = "+q(s.Guest)+"\n"); err != nil {
+			return nil, nil, err
+		}
+		if err := set("tag = \"share0\"\n", "tag = "+q(s.Tag)+"\n"); err != nil {
+			return nil, nil, err
+		}
+		if s.ReadOnly {
+			if err := set("# readonly = false\n", "readonly = true\n"); err != nil {
+				return nil, nil, err
+			}
+		}
+		notes = append(notes, fmt.Sprintf("the checkout is shared at %s with the 9p tag %q, as %s mounts it", s.Guest, s.Tag, found.Config))
+		for _, o := range found.Shares[1:] {
+			notes = append(notes, fmt.Sprintf("%s also mounts the 9p tag %q at %s: add a [[share]] with host = \"<dir>\", guest = %q, tag = %q to the Vmfile to serve it (until then it stays unmounted)",
+				found.Config, o.Tag, o.Guest, o.Guest, o.Tag))
+		}
+	}
+	if found.Packages == "guix.scm" {
+		if err := set("# manifest = \"manifest.scm\"\n", "manifest = \"guix.scm\"\n"); err != nil {
+			return nil, nil, err
+		}
+	}
+	if found.Packages != "" {
+		notes = append(notes, fmt.Sprintf("the VM gets the packages of the project's %s, as `guix shell` would", found.Packages))
+	}
+	if len(found.LoadPath) > 0 {
+		line := "load_path = [" + q(found.LoadPath[0]) + "]\n"
+		try := strings.Replace(text, "# build_timeout = \"60m\"\n", "# build_timeout = \"60m\"\n"+line, 1)
+		if _, err := vmfile.Parse(filepath.Join(dir, vmfile.FileName), []byte(try)); err == nil {
+			text = try
+			notes = append(notes, fmt.Sprintf("guix gets -L %s (the project's modules)", found.LoadPath[0]))
+		} else {
+			notes = append(notes, fmt.Sprintf("the project has %s: if its manifest uses modules from there, add [guix] load_path = [%q]", found.LoadPath[0], found.LoadPath[0]))
+		}
+	}
+	vf, err := vmfile.Parse(filepath.Join(dir, vmfile.FileName), []byte(text))
+	if err != nil {
+		return nil, nil, fmt.Errorf("internal: the Vmfile init would write does not parse: %w", err)
+	}
+	if found.Config != "" && vf.Guix.Config != found.Config || len(found.Shares) > 0 && vf.Shares[0].Tag != found.Shares[0].Tag {
+		return nil, nil, fmt.Errorf("internal: the Vmfile init would write does not adopt %s", found.Config)
+	}
+	return []byte(text), notes, nil
+}
+
+// GuestUID is the uid of the checkout's owner when it is a regular user's,
 // so files created over 9p look the same on both sides; else 1000.
-func guestUID(dir string) int {
+func GuestUID(dir string) int {
 	if st, err := os.Stat(dir); err == nil {
 		if sys, ok := st.Sys().(*syscall.Stat_t); ok && sys.Uid >= 1000 && sys.Uid < 60000 {
 			return int(sys.Uid)

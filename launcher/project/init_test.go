@@ -85,11 +85,16 @@ func TestInit(t *testing.T) {
 	if vf.Name != "qbuf" || vf.Shares[0].Guest != "/mnt/qbuf" || vf.SSH.Port != 10022 || vf.Guix.Manifest != "manifest.scm" {
 		t.Errorf("init's Vmfile: %+v", vf)
 	}
+	// A plain operating-system: the contract is the wrapper's, at build time.
 	cfg, _ := os.ReadFile(filepath.Join(dir, "dev-vm.scm"))
-	for _, want := range []string{`(load "manifest.scm")`, `(device "share0")`, `(mount-point "/mnt/qbuf")`, `(mount-may-fail? #t)`,
-		`(password-authentication? #f)`, "%qemu-static-networking", "NOPASSWD"} {
+	for _, want := range []string{"(operating-system", `(password-authentication? #f)`, "%qemu-static-networking"} {
 		if !strings.Contains(string(cfg), want) {
 			t.Errorf("dev-vm.scm lacks %s", want)
+		}
+	}
+	for _, bad := range []string{"authorized", "share0", "specifications->packages"} {
+		if strings.Contains(string(cfg), bad) {
+			t.Errorf("dev-vm.scm has %s (the wrapper's job, or the manifest's)", bad)
 		}
 	}
 	ch, _ := os.ReadFile(filepath.Join(dir, "channels.scm"))

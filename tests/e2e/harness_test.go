@@ -236,7 +236,8 @@ func (w *world) guixRuns() int {
 	if err != nil {
 		return 0
 	}
-	return strings.Count(string(b), "system vm")
+	// `system vm -d` only evaluates (devvm checks the derivation first).
+	return strings.Count(string(b), "system vm") - strings.Count(string(b), " vm -d ")
 }
 
 // processesWith lists pids whose command line contains s.

@@ -13,27 +13,12 @@ import (
 	"testing"
 )
 
-// ninepFS matches the 9p file-system of a share in the default dev-vm.scm.
-var ninepFS = regexp.MustCompile(`(?s)\s*\(file-system\s+\(mount-point "[^"]*"\)\s+\(device "[^"]*"\)\s+\(type "9p"\).*?\(mount-may-fail\? #t\)\)`)
-
 // sshShareWorld is a checkout whose share is served over SSH: the Vmfile
-// says mode = "ssh" and the guest config declares no 9p file-system for it
+// says mode = "ssh", so devvm's wrapper declares no 9p file-system for it
 // (QEMU serves nothing; devvm's share server mounts it after boot).
 func sshShareWorld(t *testing.T, name string) *world {
 	w := newWorld(t, name)
 	w.setVmfile(`memory = "512M"`, `cpus = 1`, `boot_timeout = "3m"`, `mode = "ssh"`)
-	p := filepath.Join(w.checkout, "dev-vm.scm")
-	b, err := os.ReadFile(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	scm := ninepFS.ReplaceAllString(string(b), "")
-	if scm == string(b) {
-		t.Fatalf("no 9p file-system found in the default dev-vm.scm:\n%s", b)
-	}
-	if err := os.WriteFile(p, []byte(scm), 0o644); err != nil {
-		t.Fatal(err)
-	}
 	return w
 }
 

@@ -157,28 +157,49 @@ func authorizedKey(t *testing.T) []byte {
 	return ssh.MarshalAuthorizedKey(sp)
 }
 
-// baseData is what `devvm init` passes for a checkout named qbuf.
-func baseData() templates.Data {
-	return templates.Data{
-		HostName:       "qbuf",
-		User:           "dev",
-		UID:            1000,
+// projData is a checkout as devvm builds it: the template's plain OS file
+// (osFile) and devvm's wrapper around it (config), from the Vmfile's
+// contract. Paths are relative to the checkout.
+type projData struct {
+	templates.Data
+	Shares         []templates.Share
+	Manifest       string // the packages file ([guix] manifest), or ""
+	PackageFile    string // same, for a guix.scm
+	AuthorizedKeys string
+}
+
+// osFile is the template's output: a plain operating-system file.
+const osFile = "os.scm"
+
+// baseData is what `devvm init` and a default Vmfile give a checkout named qbuf.
+func baseData() projData {
+	return projData{
+		Data:           templates.Data{HostName: "qbuf", Packages: templates.DefaultPackages},
 		Shares:         []templates.Share{{Tag: "share0", Guest: "/mnt/qbuf"}},
-		Packages:       templates.DefaultPackages,
 		AuthorizedKeys: ".devvm/authorized_keys",
 	}
 }
 
-// project writes a checkout the way devvm does: the rendered config, the
-// authorized keys (unless key is nil) and manifest.scm (unless empty).
-func project(t *testing.T, tmpl string, d templates.Data, manifest string, key []byte) string {
+// project writes a checkout the way devvm does: the rendered template, the
+// wrapper as the config guix gets, the authorized keys (unless key is nil)
+// and manifest.scm (unless empty).
+func project(t *testing.T, tmpl string, d projData, manifest string, key []byte) string {
 	t.Helper()
 	dir := t.TempDir()
-	src, err := templates.RenderGuix(tmpl, d)
+	src, err := templates.RenderGuix(tmpl, d.Data)
 	if err != nil {
 		t.Fatal(err)
 	}
-	files := map[string][]byte{config: src}
+	w := templates.Wrapper{ProjectConfig: inside + "/" + osFile, User: "dev", UID: 1000,
+		AuthorizedKeysFile: inside + "/" + d.AuthorizedKeys, Shares: d.Shares}
+	if pkgs := d.Manifest + d.PackageFile; pkgs != "" {
+		w.Packages = inside + "/" + pkgs
+	}
+	wrapper, err := templates.RenderWrapper(w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := map[string][]byte{osFile: src, config: wrapper}
 	if key != nil {
 		files[d.AuthorizedKeys] = key
 	}
@@ -297,7 +318,8 @@ func TestGuix(t *testing.T) {
 				// keys (local-file, relative to the config, not to guix's
 				// cwd /) and the sudoers plain-file.
 				wantInStore(t, store, "-devvm-authorized-keys", string(key))
-				wantInStore(t, store, "-sudoers", "root ALL=(ALL) ALL\n%wheel ALL=(ALL) NOPASSWD: ALL\n")
+				// The wrapper's sudoers: the OS's plus devvm's user.
+				wantInStore(t, store, "-sudoers", "root ALL=(ALL) ALL\n%wheel ALL=(ALL) ALL\ndev ALL=(ALL) NOPASSWD: ALL\n")
 			})
 			t.Run(name+"/manifest", func(t *testing.T) {
 				dir := project(t, name, withManifest, manifestOK, key)
@@ -329,8 +351,8 @@ func TestGuix(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				if n := strings.Count(string(src), "(flags '(read-only))"); n != 1 {
-					t.Errorf("rendered config has %d read-only flags, want 1 (share1 only)", n)
+				if n := strings.Count(string(src), `(list "share1" "/mnt/ref" #t)`); n != 1 {
+					t.Errorf("rendered wrapper has %d read-only share1, want 1", n)
 				}
 				drv(t, guix(t, dir, nil, "guix", "system", "vm", "-d", inside+"/"+config))
 				// The Shepherd graph shows the contract with devvm: a
@@ -404,7 +426,7 @@ func TestGuix(t *testing.T) {
 
 	t.Run("config-error/unbound-variable", func(t *testing.T) {
 		dir := project(t, templates.DefaultGuix, baseData(), "", key)
-		p := filepath.Join(dir, config)
+		p := filepath.Join(dir, osFile)
 		src, err := os.ReadFile(p)
 		if err != nil {
 			t.Fatal(err)
@@ -423,7 +445,7 @@ func TestGuix(t *testing.T) {
 
 	t.Run("config-error/unbound-top-level", func(t *testing.T) {
 		dir := project(t, templates.DefaultGuix, baseData(), "", key)
-		p := filepath.Join(dir, config)
+		p := filepath.Join(dir, osFile)
 		src, err := os.ReadFile(p)
 		if err != nil {
 			t.Fatal(err)

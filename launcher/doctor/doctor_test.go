@@ -76,4 +76,8 @@ func TestTimeMachineCache(t *testing.T) {
 	if c := timeMachineCache(vf, perUser, now.Add(25*24*time.Hour)); c.OK || !strings.Contains(c.Detail, "expired") {
 		t.Errorf("expired entry: %+v", c)
 	}
+	vf.Guix.DisableAuthentication = true
+	if c := timeMachineCache(vf, perUser, now); !strings.Contains(c.Detail, "caches no time-machine profile") {
+		t.Errorf("unauthenticated channels: %+v", c)
+	}
 }

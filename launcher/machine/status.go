@@ -143,7 +143,7 @@ func (mg *Manager) shareList(rec *Record) []backend.ShareStatus {
 			case proc.Check(rec.SSHShares[i].Identity).State == proc.Alive:
 				st.Server = rec.SSHShares[i].Identity.PID
 			default:
-				st.Problem = "its server exited: run `devvm up` to restore (its log: " + rec.SSHShares[i].Log + ")"
+				st.Problem = "server exited: run `devvm up` to restore (its log: " + rec.SSHShares[i].Log + ")"
 			}
 		}
 		out = append(out, st)

@@ -3,6 +3,7 @@
 package e2e
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -26,23 +27,17 @@ func sshShareWorld(t *testing.T, name string) *world {
 // share, or 0 with the status line when it is not served.
 func (w *world) sharePID(guest string) (int, string) {
 	w.t.Helper()
-	// The backend reports share servers as lines of `devvm status` (its JSON
-	// has them only once the backend fills backend.Status.ShareList).
-	var shares []string
-	for _, l := range strings.Split(w.ok("status").stdout, "\n") {
-		if v, ok := strings.CutPrefix(strings.TrimSpace(l), "shares:"); ok {
-			shares = strings.Split(strings.TrimSpace(v), "; ")
+	shares, _ := w.status()["shares"].([]any)
+	for _, sh := range shares {
+		m, _ := sh.(map[string]any)
+		if m["guest"] != guest {
+			continue
 		}
-	}
-	re := regexp.MustCompile(`^share ` + regexp.QuoteMeta(guest) + `: served over SSH by pid ([0-9]+)$`)
-	for _, line := range shares {
-		if m := re.FindStringSubmatch(line); m != nil {
-			pid, _ := strconv.Atoi(m[1])
-			return pid, line
+		if pid, ok := m["server_pid"].(float64); ok && pid > 0 {
+			return int(pid), fmt.Sprintf("share %s: served over SSH by pid %d", guest, int(pid))
 		}
-		if strings.HasPrefix(line, "share "+guest+":") {
-			return 0, line
-		}
+		p, _ := m["problem"].(string)
+		return 0, "share " + guest + ": " + p
 	}
 	return 0, ""
 }

@@ -154,7 +154,7 @@ func TestSSHShare(t *testing.T) {
 		t.Errorf("reading the share after its server died: exit %d, stdout %q, stderr %q; want a prompt I/O error", r.code, r.stdout, r.stderr)
 	}
 	t.Logf("guest access with the server gone: exit %d: %s", r.code, strings.TrimSpace(r.stderr))
-	if p, line := w.sharePID(guest); p != 0 || !strings.Contains(line, "DOWN (server exited)") || !strings.Contains(line, "devvm up") {
+	if p, line := w.sharePID(guest); p != 0 || !strings.Contains(line, "server exited") || !strings.Contains(line, "devvm up") {
 		t.Errorf("status with the server dead: %q", line)
 	}
 	r = w.ok("up")

@@ -108,6 +108,9 @@ type Build struct {
 type Verdict struct {
 	State  string // backend.Running, backend.Stopped or backend.Broken
 	Reason string
+	// Err, when set, is why the driver could not look at all (the
+	// hypervisor refuses devvm's login): the command fails with it.
+	Err error
 }
 
 // Driver is what one backend does differently.

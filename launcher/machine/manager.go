@@ -185,6 +185,9 @@ func (mg *Manager) observe(ctx context.Context, m *Machine) (observed, error) {
 		}
 		// A remote machine runs whether or not this host recorded it.
 		v := mg.d.Probe(ctx, m, nil)
+		if v.Err != nil {
+			return observed{}, v.Err
+		}
 		if v.State != backend.Stopped {
 			return observed{rec: &Record{Backend: mg.d.Kind()}, state: v.State, reason: v.Reason}, nil
 		}
@@ -208,6 +211,9 @@ func (mg *Manager) observe(ctx context.Context, m *Machine) (observed, error) {
 		}
 	}
 	v := mg.d.Probe(ctx, m, &rec)
+	if v.Err != nil {
+		return observed{}, v.Err
+	}
 	switch {
 	case v.State == backend.Stopped:
 		return observed{rec: &rec, state: backend.Stopped, reason: v.Reason, stale: true}, nil

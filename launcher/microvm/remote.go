@@ -361,7 +361,7 @@ func (r *remote) info(ctx context.Context, m *machine.Machine) (vmInfo, error) {
 func (r *remote) Probe(ctx context.Context, m *machine.Machine, rec *machine.Record) machine.Verdict {
 	in, err := r.info(ctx, m)
 	if err != nil {
-		return machine.Verdict{State: backend.Broken, Reason: err.Error()}
+		return machine.Verdict{State: backend.Broken, Reason: err.Error(), Err: err}
 	}
 	switch in.Active {
 	case "active", "activating", "reloading":

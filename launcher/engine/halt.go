@@ -131,7 +131,7 @@ func (g *Guix) sshPoweroff(ctx context.Context, rt *Runtime) error {
 	}
 	defer c.Close()
 	var out strings.Builder
-	code, err := c.Run(ctx, "sudo -n poweroff || sudo -n shutdown -h now", nil, &out, &out, false)
+	code, err := c.Run(ctx, "sudo -n poweroff || sudo -n halt", nil, &out, &out, false)
 	if err == nil && code != 0 {
 		return fmt.Errorf("`sudo poweroff` exited with %d: %s", code, strings.TrimSpace(out.String()))
 	}

@@ -101,6 +101,7 @@ out="$cache_root/$key"
 emit() { printf 'KERNEL=%s\nINITRD=%s\n' "$out/bzImage" "$out/initrd"; }
 
 if [[ -f "$out/done" ]]; then
+	touch "$out/done" 2>/dev/null || true # last use, for the clean-up below
 	emit
 	exit 0
 fi
@@ -688,9 +689,10 @@ printf '%s' "$versions" >"$work/out/versions"
 touch "$work/out/done"
 rm -rf "$out"
 mv "$work/out" "$out"
-# Drop guests built by older versions of this script or older packages (the stand-in keeps its own copies).
+# Drop guests of older versions of this script or older packages that nothing used for a day (the stand-in keeps
+# its own copies); a younger one may belong to another checkout's test run still going on.
 for old in "$cache_root"/????????????????; do
-	[[ "$old" != "$out" && -f "$old/done" ]] && rm -rf "$old"
+	[[ "$old" != "$out" && -n "$(find "$old/done" -mmin +1440 2>/dev/null)" ]] && rm -rf "$old"
 done
 log "built $out (initrd $(du -k "$out/initrd" | cut -f1) KiB)"
 emit

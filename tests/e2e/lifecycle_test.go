@@ -28,7 +28,7 @@ func vmName(dir string) string { return vmfile.SanitizeName(filepath.Base(dir)) 
 // cache, kill -9, status, destroy.
 func TestLifecycle(t *testing.T) {
 	w := newWorld(t, "my proj, v2")
-	w.setVmfile(`memory = "512M"`, `cpus = 1`, `boot_timeout = "3m"`)
+	w.setVmfile(`memory = "512M"`, `cpus = 1`, `boot_timeout = "10m"`)
 	name := vmName(w.checkout)
 	guest := "/mnt/" + name
 

@@ -23,7 +23,7 @@ var ninepFS = regexp.MustCompile(`(?s)\s*\(file-system\s+\(mount-point "[^"]*"\)
 // (QEMU serves nothing; devvm's share server mounts it after boot).
 func sshShareWorld(t *testing.T, name string) *world {
 	w := newWorld(t, name)
-	w.setVmfile(`memory = "512M"`, `cpus = 1`, `boot_timeout = "3m"`, `mode = "ssh"`)
+	w.setVmfile(`memory = "512M"`, `cpus = 1`, `boot_timeout = "10m"`, `mode = "ssh"`)
 	p := filepath.Join(w.checkout, "dev-vm.scm")
 	b, err := os.ReadFile(p)
 	if err != nil {

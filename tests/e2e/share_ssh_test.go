@@ -91,6 +91,14 @@ func TestSSHShare(t *testing.T) {
 	gitOK(t, repo, "commit", "-q", "-m", "first")
 	os.WriteFile(filepath.Join(repo, "tracked.txt"), []byte("two\n"), 0o644)
 	os.WriteFile(filepath.Join(repo, "new.txt"), []byte("new\n"), 0o644)
+	// The repository is the user's, as on a real host (git refuses one owned
+	// by someone else).
+	filepath.WalkDir(repo, func(p string, _ os.DirEntry, err error) error {
+		if err == nil {
+			err = os.Lchown(p, guestUID, guestUID)
+		}
+		return err
+	})
 
 	// A file outside the share and symlinks in the share pointing at it.
 	outside := filepath.Join(filepath.Dir(w.checkout), "outside")

@@ -3,11 +3,13 @@ package guixvm
 import (
 	"context"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"github.com/devvm/devvm/launcher/backend"
 	"github.com/devvm/devvm/launcher/machine"
@@ -86,11 +88,13 @@ func (d *Driver) GC(ctx context.Context, ts []machine.GCTarget, opts backend.GCO
 		}
 		rep.StoreGC, rep.FreedBytes = true, 0
 		if len(del) > 0 {
-			out, err := d.guixGC(ctx, append([]string{"-D"}, del...)...)
-			if err != nil {
+			// `guix gc -D` reports no total (guix:guix/scripts/gc.scm:344-346):
+			// measure what goes before it goes.
+			size := diskUsage(del)
+			if _, err := d.guixGC(ctx, append([]string{"-D"}, del...)...); err != nil {
 				return rep, err
 			}
-			rep.FreedBytes = parseFreed(out)
+			rep.FreedBytes = size
 		}
 	}
 	return rep, nil
@@ -132,4 +136,23 @@ func parseFreed(out string) int64 {
 	f, _ := strconv.ParseFloat(strings.ReplaceAll(last[1], ",", ""), 64)
 	mult := map[string]float64{"B": 1, "byte": 1, "bytes": 1, "KB": 1e3, "KiB": 1 << 10, "MB": 1e6, "MiB": 1 << 20, "GB": 1e9, "GiB": 1 << 30, "TB": 1e12, "TiB": 1 << 40}[last[2]]
 	return int64(f * mult)
+}
+
+// diskUsage is the space the files under paths take (blocks, as du counts).
+func diskUsage(paths []string) int64 {
+	var n int64
+	for _, p := range paths {
+		filepath.WalkDir(p, func(_ string, e fs.DirEntry, err error) error {
+			if err != nil {
+				return nil
+			}
+			if info, err := e.Info(); err == nil {
+				if st, ok := info.Sys().(*syscall.Stat_t); ok {
+					n += st.Blocks * 512
+				}
+			}
+			return nil
+		})
+	}
+	return n
 }

@@ -147,8 +147,10 @@ func (mg *Manager) sshPowerOff(ctx context.Context, m *Machine, rec *Record, com
 	if err != nil {
 		return err
 	}
-	t.HandshakeTimeout = 5 * time.Second
-	ctx, cancel := context.WithTimeout(ctx, 8*time.Second)
+	// An OpenSSH guest under TCG on a loaded host can take well over 5 s
+	// to complete a handshake; giving up early would mean a power cut.
+	t.HandshakeTimeout = 20 * time.Second
+	ctx, cancel := context.WithTimeout(ctx, 25*time.Second)
 	defer cancel()
 	c, err := sshx.Dial(ctx, *t)
 	if err != nil {

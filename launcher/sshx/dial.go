@@ -47,6 +47,12 @@ type Target struct {
 	// HandshakeTimeout bounds TCP connect + SSH handshake + authentication of one attempt.
 	// Zero means 20 s.
 	HandshakeTimeout time.Duration
+	// patience, when longer than HandshakeTimeout, is how long an attempt may go on once
+	// the server has answered (sent its banner): HandshakeTimeout then bounds only the wait
+	// for that first answer (WaitReady: a half-open forward is given up on quickly, a slow
+	// but answering sshd is not abandoned mid-handshake, which would pile up its
+	// unauthenticated connections until it throttles them, OpenSSH's MaxStartups).
+	patience time.Duration
 	// Ciphers is the cipher preference, most preferred first; nil means x/crypto's default
 	// (AES-GCM first). EmulatedCPUCiphers suits a guest under QEMU's TCG.
 	Ciphers []string
@@ -245,7 +251,8 @@ func connect(ctx context.Context, t *Target, address string, cfg *ssh.ClientConf
 	if timeout <= 0 {
 		timeout = defaultHandshakeTimeout
 	}
-	hctx, cancel := context.WithTimeout(ctx, timeout)
+	full := max(timeout, t.patience)
+	hctx, cancel := context.WithTimeout(ctx, full)
 	defer cancel()
 
 	var jump *Client
@@ -273,10 +280,35 @@ func connect(ctx context.Context, t *Target, address string, cfg *ssh.ClientConf
 	}
 	// Bound the handshake: ClientConfig.Timeout only covers the TCP connect, and deadlines
 	// are not supported on connections tunnelled through a jump host, so close the
-	// connection when the attempt's time is up.
-	stop := context.AfterFunc(hctx, func() { conn.Close() })
-	cc, chans, reqs, err := ssh.NewClientConn(conn, address, cfg)
-	interrupted := !stop()
+	// connection when the attempt's time is up: timeout for the server's first answer,
+	// full once it has answered.
+	ac := &answerConn{Conn: conn, answered: make(chan struct{})}
+	var cut atomic.Bool
+	handshook := make(chan struct{})
+	go func() {
+		early := time.NewTimer(timeout)
+		defer early.Stop()
+		select {
+		case <-handshook:
+			return
+		case <-hctx.Done():
+		case <-early.C:
+			select {
+			case <-ac.answered:
+				select {
+				case <-handshook:
+					return
+				case <-hctx.Done():
+				}
+			default:
+			}
+		}
+		cut.Store(true)
+		conn.Close()
+	}()
+	cc, chans, reqs, err := ssh.NewClientConn(ac, address, cfg)
+	close(handshook)
+	interrupted := cut.Load()
 	if err != nil {
 		conn.Close()
 		closeJump()
@@ -307,6 +339,21 @@ func connect(ctx context.Context, t *Target, address string, cfg *ssh.ClientConf
 		close(c.done)
 	}()
 	return c, nil
+}
+
+// answerConn tells (answered closes) when the server has sent its first bytes.
+type answerConn struct {
+	net.Conn
+	once     sync.Once
+	answered chan struct{}
+}
+
+func (a *answerConn) Read(p []byte) (int, error) {
+	n, err := a.Conn.Read(p)
+	if n > 0 {
+		a.once.Do(func() { close(a.answered) })
+	}
+	return n, err
 }
 
 func isPermanent(err error) bool {
@@ -373,6 +420,7 @@ func WaitReady(ctx context.Context, t Target, poll time.Duration, pin bool) (*Cl
 			full = defaultHandshakeTimeout
 		}
 		tc.HandshakeTimeout = min(full, 1500*time.Millisecond+time.Duration(attempts)*100*time.Millisecond)
+		tc.patience = full
 		go func() {
 			c, err := dialOnce(actx, &tc, pin)
 			results <- result{c, err}

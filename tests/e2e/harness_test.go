@@ -6,6 +6,13 @@
 // substitutes this machine cannot reach), which prints a run-vm.sh of the
 // exact shape real Guix 1.5.0 does.
 //
+// Every test boots the guix variant of the guest, which behaves like a Guix
+// System 1.5.0 guest wherever devvm depends on it (no poweroff, Shepherd's
+// halt, no ACPI handler, a real uid-1000 user whose sudo is found only
+// through the login profile); TestBusyboxGuest boots the busybox variant
+// (busybox poweroff, acpid, a uid-0 login behind a sudo shim), so devvm
+// keeps working on both.
+//
 // Run: go test -tags e2e -count=1 -v ./tests/e2e/
 package e2e
 
@@ -23,12 +30,14 @@ import (
 )
 
 var (
-	repoRoot  string
-	devvmBin  string
-	standin   string
-	guestEnv  []string // DEVVM_TEST_KERNEL / DEVVM_TEST_INITRD
-	skipWhy   string
-	sharedTmp string
+	repoRoot string
+	devvmBin string
+	standin  string
+	guestEnv []string // DEVVM_TEST_KERNEL / DEVVM_TEST_INITRD of the guix variant, the default
+	// busyboxGuest is the same for the busybox variant: pass it to newWorld.
+	busyboxGuest []string
+	skipWhy      string
+	sharedTmp    string
 )
 
 func TestMain(m *testing.M) {
@@ -56,20 +65,11 @@ func TestMain(m *testing.M) {
 				fmt.Fprintf(os.Stderr, "building devvm: %v\n%s", err, out)
 				return 1
 			}
-			g := exec.Command(filepath.Join(repoRoot, "tests", "guest", "build-guest.sh"))
-			g.Stderr = os.Stderr
-			out, err := g.Output()
+			if guestEnv, err = buildGuest("guix"); err == nil {
+				busyboxGuest, err = buildGuest("busybox")
+			}
 			if err != nil {
-				fmt.Fprintf(os.Stderr, "building the test guest: %v\n", err)
-				return 1
-			}
-			for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
-				if k, v, ok := strings.Cut(l, "="); ok && (k == "KERNEL" || k == "INITRD") {
-					guestEnv = append(guestEnv, "DEVVM_TEST_"+k+"="+v)
-				}
-			}
-			if len(guestEnv) != 2 {
-				fmt.Fprintf(os.Stderr, "build-guest.sh printed %q, want KERNEL= and INITRD=\n", out)
+				fmt.Fprintln(os.Stderr, err)
 				return 1
 			}
 		}
@@ -77,6 +77,33 @@ func TestMain(m *testing.M) {
 	}()
 	os.Exit(code)
 }
+
+// buildGuest runs build-guest.sh for a variant and returns its
+// DEVVM_TEST_KERNEL= and DEVVM_TEST_INITRD= settings.
+func buildGuest(variant string) ([]string, error) {
+	g := exec.Command(filepath.Join(repoRoot, "tests", "guest", "build-guest.sh"))
+	g.Env = append(os.Environ(), "DEVVM_TEST_GUEST="+variant)
+	g.Stderr = os.Stderr
+	out, err := g.Output()
+	if err != nil {
+		return nil, fmt.Errorf("building the %s test guest: %v", variant, err)
+	}
+	var env []string
+	for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		if k, v, ok := strings.Cut(l, "="); ok && (k == "KERNEL" || k == "INITRD") {
+			env = append(env, "DEVVM_TEST_"+k+"="+v)
+		}
+	}
+	if len(env) != 2 {
+		return nil, fmt.Errorf("build-guest.sh (%s) printed %q, want KERNEL= and INITRD=", variant, out)
+	}
+	return env, nil
+}
+
+// guestUID owns every test checkout: the tests run as root, and devvm gives
+// the guest user the uid of the checkout's owner (launcher/engine/init.go),
+// so the guix guest's user can write its share as a real user's would.
+const guestUID = 1000
 
 // needVM skips (outside CI) or fails (in CI) when the tier cannot run.
 func needVM(t testing.TB) {
@@ -100,7 +127,8 @@ type world struct {
 }
 
 // newWorld makes a home, XDG dirs and a checkout directory named name,
-// runs `devvm init` there and applies edit to the Vmfile text.
+// runs `devvm init` there. extraEnv is added to devvm's environment (and
+// overrides it: busyboxGuest selects the busybox guest).
 func newWorld(t testing.TB, name string, extraEnv ...string) *world {
 	needVM(t)
 	base := t.TempDir()
@@ -115,6 +143,9 @@ func newWorld(t testing.TB, name string, extraEnv ...string) *world {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			t.Fatal(err)
 		}
+	}
+	if err := os.Chown(w.checkout, guestUID, guestUID); err != nil {
+		t.Fatal(err)
 	}
 	w.env = append(os.Environ(),
 		"HOME="+w.home,

@@ -19,7 +19,7 @@ import (
 // (QEMU serves nothing; devvm's share server mounts it after boot).
 func sshShareWorld(t *testing.T, name string) *world {
 	w := newWorld(t, name)
-	w.setVmfile(`memory = "512M"`, `cpus = 1`, `boot_timeout = "3m"`, `mode = "ssh"`)
+	w.setVmfile(`memory = "512M"`, `cpus = 1`, `boot_timeout = "10m"`, `mode = "ssh"`)
 	return w
 }
 
@@ -75,6 +75,14 @@ func TestSSHShare(t *testing.T) {
 	gitOK(t, repo, "commit", "-q", "-m", "first")
 	os.WriteFile(filepath.Join(repo, "tracked.txt"), []byte("two\n"), 0o644)
 	os.WriteFile(filepath.Join(repo, "new.txt"), []byte("new\n"), 0o644)
+	// The repository is the user's, as on a real host (git refuses one owned
+	// by someone else).
+	filepath.WalkDir(repo, func(p string, _ os.DirEntry, err error) error {
+		if err == nil {
+			err = os.Lchown(p, guestUID, guestUID)
+		}
+		return err
+	})
 
 	// A file outside the share and symlinks in the share pointing at it.
 	outside := filepath.Join(filepath.Dir(w.checkout), "outside")
@@ -113,7 +121,10 @@ func TestSSHShare(t *testing.T) {
 	if r = w.ok("ssh", "--", "cat", guest+"/hello.txt"); r.stdout != "from the host\n" {
 		t.Fatalf("guest read %q", r.stdout)
 	}
-	w.ok("ssh", "--", "sh", "-c", "mkdir "+guest+"/made && echo from the guest > "+guest+"/made/back.txt")
+	// The guest writes as root: here devvm, and so its 9P server, runs as
+	// root, so what the server creates is root's (on a real host it is the
+	// user's, whose uid the guest user has).
+	w.ok("ssh", "--", "sudo", "-n", "sh", "-c", "mkdir "+guest+"/made && echo from the guest > "+guest+"/made/back.txt")
 	if b, err := os.ReadFile(filepath.Join(w.checkout, "made", "back.txt")); err != nil || string(b) != "from the guest\n" {
 		t.Fatalf("host read %q, %v", b, err)
 	}
@@ -132,7 +143,7 @@ func TestSSHShare(t *testing.T) {
 		} else if !strings.Contains(r.stderr, "No such file or directory") && !strings.Contains(r.stderr, "Permission denied") {
 			t.Errorf("reading %s in the guest failed without ENOENT/EACCES: %s", l, r.stderr)
 		}
-		w.run("ssh", "--", "sh", "-c", "echo pwned > "+guest+"/"+l)
+		w.run("ssh", "--", "sudo", "-n", "sh", "-c", "echo pwned > "+guest+"/"+l)
 	}
 	if b, _ := os.ReadFile(secret); string(b) != "host secret\n" {
 		t.Errorf("the file outside the share changed: %q", b)

@@ -195,7 +195,8 @@ func TestSSH(t *testing.T) {
 		}
 		defer func() { c.Process.Kill(); c.Wait() }()
 		time.Sleep(500 * time.Millisecond)
-		w.ok("ssh", "--", "sh", "-c", "echo followed-line > /dev/console")
+		// /dev/console is root's (the login user is not, as on Guix).
+		w.ok("ssh", "--", "sudo", "-n", "sh", "-c", "echo followed-line > /dev/console")
 		for end := time.Now().Add(10 * time.Second); time.Now().Before(end) && !strings.Contains(out.String(), "followed-line"); {
 			time.Sleep(100 * time.Millisecond)
 		}
@@ -216,7 +217,7 @@ func TestSSH(t *testing.T) {
 		for end := time.Now().Add(10 * time.Second); time.Now().Before(end) && !strings.Contains(out.String(), "Ctrl-] detaches"); {
 			time.Sleep(50 * time.Millisecond)
 		}
-		w.ok("ssh", "--", "sh", "-c", "echo through-the-console > /dev/console")
+		w.ok("ssh", "--", "sudo", "-n", "sh", "-c", "echo through-the-console > /dev/console")
 		for end := time.Now().Add(10 * time.Second); time.Now().Before(end) && !strings.Contains(out.String(), "through-the-console"); {
 			time.Sleep(50 * time.Millisecond)
 		}

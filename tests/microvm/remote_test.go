@@ -306,7 +306,7 @@ guest = "/mnt/infra"
 			t.Fatalf("destroy: %v", err)
 		}
 		out := w.ui.Take()
-		if !strings.Contains(out, "$ systemctl stop microvm@vm1") || !strings.Contains(out, "$ rm -rf "+filepath.Join(w.root, "var/lib/microvms/vm1")) || !strings.Contains(out, "nix-collect-garbage freed") {
+		if !strings.Contains(out, "$ systemctl stop microvm@vm1") || !strings.Contains(out, "$ rm -rf "+filepath.Join(w.root, "var/lib/microvms/vm1")) || !strings.Contains(out, "$ nix-collect-garbage") || !strings.Contains(out, "garbage collection freed") {
 			t.Errorf("destroy output:\n%s", out)
 		}
 		if _, err := os.Stat(filepath.Join(w.root, "var/lib/microvms/vm1")); !errors.Is(err, os.ErrNotExist) {

@@ -298,3 +298,33 @@ func TestGCRemovesOldBuilds(t *testing.T) {
 		t.Errorf("gc --store collected the current build: %v", err)
 	}
 }
+
+// TestForgedBuildRecordNotBooted: a build record naming anything but the
+// store item behind devvm's GC root is not used: guix builds again and the
+// record names the store's run-vm.sh.
+func TestForgedBuildRecordNotBooted(t *testing.T) {
+	env, log := testEnv(t)
+	dir := newCheckout(t, env, nil)
+	vf, _ := vmfile.Load(dir)
+	g, m := open(t, vf, env)
+	ctx := context.Background()
+	if err := g.Build(ctx, backend.BuildOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	var rec machine.Build
+	readJSON(t, m.BuildRecord(), &rec)
+	for _, forged := range []string{"/bin/sh", filepath.Join(dir, "run-vm.sh")} {
+		bad := rec
+		bad.Artifact = forged
+		state.WriteJSON(m.BuildRecord(), bad)
+		runs := guixRuns(log)
+		if err := g.Build(ctx, backend.BuildOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		var now machine.Build
+		readJSON(t, m.BuildRecord(), &now)
+		if now.Artifact == forged || guixRuns(log) != runs+1 {
+			t.Errorf("a record naming %s: artifact %s, %d guix runs", forged, now.Artifact, guixRuns(log)-runs)
+		}
+	}
+}

@@ -23,6 +23,13 @@ type Adopter interface {
 	Adopt(m *Machine, id proc.Identity, argv []string) (*Record, error)
 }
 
+// Migrator takes over what a driver kept in a legacy .devvm directory
+// besides records and disks (a microvm runner's out-links), treating it as
+// untrusted.
+type Migrator interface {
+	MigrateLegacy(m *Machine, legacy string) error
+}
+
 // migrate takes over a machine's legacy <checkout>/.devvm/<name>/ on the
 // machine's first use by this devvm (its state directory does not exist
 // yet); later, a .devvm in the checkout is the guest's or someone else's
@@ -75,6 +82,11 @@ func (mg *Manager) migrate(m *Machine) error {
 func (mg *Manager) migrateDir(m *Machine, legacy string) error {
 	if err := m.VM.Ensure(); err != nil {
 		return err
+	}
+	if mi, ok := mg.d.(Migrator); ok {
+		if err := mi.MigrateLegacy(m, legacy); err != nil {
+			return err
+		}
 	}
 	rec := mg.adoptLegacy(m, legacy)
 	ents, err := os.ReadDir(legacy)

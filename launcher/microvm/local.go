@@ -33,7 +33,46 @@ var (
 	_ machine.Driver     = (*local)(nil)
 	_ machine.Rollbacker = (*local)(nil)
 	_ machine.Describer  = (*local)(nil)
+	_ machine.Adopter    = (*local)(nil)
+	_ machine.Migrator   = (*local)(nil)
 )
+
+// Adopt implements machine.Adopter: a hypervisor an older devvm started
+// (proven ours by its microvm@NAME argv0), reached at its SSH forward.
+func (l *local) Adopt(m *machine.Machine, id proc.Identity, argv []string) (*machine.Record, error) {
+	bind, port, err := l.sshForward(context.Background(), m.Name)
+	if err != nil {
+		return nil, err
+	}
+	rec := &machine.Record{SSHHost: bind, SSHPort: port, Accel: "tcg", Started: time.UnixMilli(id.StartTime)}
+	if cur, err := os.Readlink(m.VM.Path("current")); err == nil {
+		rec.Artifact, rec.BuildKey = cur, filepath.Base(cur)
+	}
+	if l.env.KVM().Usable {
+		rec.Accel = "kvm"
+	}
+	return rec, nil
+}
+
+// MigrateLegacy implements machine.Migrator: the runner out-links (GC roots)
+// of a legacy .devvm are made again in devvm's state, for targets that are
+// store items (a link in the checkout could point anywhere), so a running
+// runner and its rollback target are not collected.
+func (l *local) MigrateLegacy(m *machine.Machine, legacy string) error {
+	for _, name := range []string{"current", "old"} {
+		target, err := os.Readlink(filepath.Join(legacy, name))
+		if err != nil || !isStorePath(target) {
+			continue
+		}
+		if _, err := os.Stat(target); err != nil {
+			continue
+		}
+		if _, err := l.nix(context.Background(), "build", "-o", m.VM.Path(name), target); err != nil {
+			return fmt.Errorf("keeping the %s runner of VM %q from %s: %w", name, m.Name, legacy, err)
+		}
+	}
+	return nil
+}
 
 // Describe implements machine.Describer.
 func (l *local) Describe(m *machine.Machine, rec *machine.Record, s *backend.Status) {

@@ -259,8 +259,12 @@ func (l *local) Target(m *machine.Machine, rec *machine.Record) (*sshx.Target, e
 	if err != nil {
 		return nil, err
 	}
+	extra, err := l.machineKeys(m.Name)
+	if err != nil {
+		return nil, err
+	}
 	return &sshx.Target{Addr: fmt.Sprintf("%s:%d", rec.SSHHost, rec.SSHPort), User: l.machine(m.Name).User, Key: k,
-		UseAgent: true, KnownHosts: m.VM.KnownHosts(), HostKeyAlias: sshx.HostAlias(m.Name),
+		ExtraKeys: extra, UseAgent: true, KnownHosts: m.VM.KnownHosts(), HostKeyAlias: sshx.HostAlias(m.Name),
 		AgentForward: l.vf.SSH.ForwardAgent, HandshakeTimeout: 10 * time.Second, Ciphers: rec.Ciphers()}, nil
 }
 

@@ -52,6 +52,20 @@ func (c *common) Machines() []string { return slices.Clone(c.names) }
 
 func (c *common) machine(name string) vmfile.Machine { return c.vf.MicroVM.Machines[name] }
 
+// machineKeys are the keys the Vmfile names for a machine (identity_file),
+// offered besides devvm's key and the agent's.
+func (c *common) machineKeys(name string) ([]*sshx.Key, error) {
+	f := c.machine(name).IdentityFile
+	if f == "" {
+		return nil, nil
+	}
+	k, err := sshx.LoadKey(c.vf.Resolve(f))
+	if err != nil {
+		return nil, fmt.Errorf("%s: microvm.machines.%s.identity_file: %v", c.vf.Path, name, err)
+	}
+	return []*sshx.Key{k}, nil
+}
+
 // userKey is devvm's own SSH key.
 func (c *common) userKey() (*sshx.Key, error) { return sshx.EnsureUserKey(c.env.DataDir) }
 

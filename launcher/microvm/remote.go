@@ -549,9 +549,12 @@ func (r *remote) Target(m *machine.Machine, rec *machine.Record) (*sshx.Target, 
 	t := &sshx.Target{Addr: hostPort(mm.Address, mm.Port), User: mm.User, Key: k, UseAgent: true,
 		KnownHosts: m.VM.KnownHosts(), HostKeyAlias: sshx.HostAlias(m.Name), AgentForward: r.vf.SSH.ForwardAgent,
 		HandshakeTimeout: 10 * time.Second}
+	if t.ExtraKeys, err = r.machineKeys(m.Name); err != nil {
+		return nil, err
+	}
 	if r.hvT.Key != nil && r.hvT.Key != k {
 		// Guests that authorize only their owners' keys: the hypervisor's.
-		t.ExtraKeys = []*sshx.Key{r.hvT.Key}
+		t.ExtraKeys = append(t.ExtraKeys, r.hvT.Key)
 	}
 	if !mm.Routed {
 		j := *r.hvT

@@ -597,6 +597,9 @@ func (v *Vmfile) validateMicroVM() error {
 		if mc.Port < 1 || mc.Port > 65535 {
 			return v.KeyError(k+".port", "%d is out of range: give the guest's SSH port from 1 to 65535 (default 22)", mc.Port)
 		}
+		if badText(mc.IdentityFile) {
+			return v.KeyError(k+".identity_file", "%q contains a control character", mc.IdentityFile)
+		}
 	}
 	r := m.Remote
 	if r == nil {

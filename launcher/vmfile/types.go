@@ -168,6 +168,9 @@ type Machine struct {
 	// Routed means the address is reachable directly (e.g. Tailscale), so
 	// no jump through the hypervisor is needed.
 	Routed bool `toml:"routed"`
+	// IdentityFile is a private key the guest authorizes (its owner's),
+	// offered besides devvm's key and the agent's.
+	IdentityFile string `toml:"identity_file"`
 }
 
 // Remote is the hypervisor that runs microvm.nix VMs.

@@ -2,62 +2,21 @@ package project
 
 import (
 	"context"
-	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 
 	"github.com/devvm/devvm/launcher/backend"
 	"github.com/devvm/devvm/launcher/hostenv"
 	"github.com/devvm/devvm/launcher/vmfile"
+	"github.com/devvm/devvm/tests/standin/standintest"
 )
 
-func repoRoot() string {
-	_, file, _, _ := runtime.Caller(0)
-	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
-}
+// testEnv is a host environment rooted in temp dirs, with the stand-in guix.
+func testEnv(t testing.TB) (*hostenv.Env, string) { return standintest.Env(t) }
 
-// testEnv is a host environment rooted in temp dirs, with the stand-in
-// guix (tests/standin/guix, which follows the real contract) on PATH.
-func testEnv(t testing.TB) (*hostenv.Env, string) {
-	t.Helper()
-	base := t.TempDir()
-	env := hostenv.FromOS()
-	env.DataDir = filepath.Join(base, "data")
-	env.StateDir = filepath.Join(base, "state")
-	rt, err := os.MkdirTemp("", "dvu")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(rt) })
-	env.RuntimeDir = rt
-	log := filepath.Join(base, "guix.log")
-	kernel := filepath.Join(base, "vmlinuz")
-	os.WriteFile(kernel, []byte("kernel"), 0o644)
-	t.Setenv("DEVVM_STANDIN_LOG", log)
-	t.Setenv("DEVVM_STANDIN_STORE", filepath.Join(base, "store"))
-	t.Setenv("DEVVM_TEST_KERNEL", kernel)
-	t.Setenv("DEVVM_TEST_INITRD", kernel)
-	standin := filepath.Join(repoRoot(), "tests", "standin")
-	env.LookPath = func(name string) (string, error) {
-		if name == "guix" {
-			return filepath.Join(standin, "guix"), nil
-		}
-		return exec.LookPath(name)
-	}
-	env.Command = func(ctx context.Context, name string, args ...string) *exec.Cmd {
-		if name == "guix" {
-			name = filepath.Join(standin, "guix")
-		}
-		return exec.CommandContext(ctx, name, args...)
-	}
-	return env, log
-}
-
-func quietUI() *backend.UI { return &backend.UI{Err: io.Discard} }
+func quietUI() *backend.UI { return standintest.QuietUI() }
 
 func newCheckout(t testing.TB, env *hostenv.Env, files map[string]string) string {
 	t.Helper()

@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -143,15 +145,35 @@ func (t *Target) displayName() string {
 }
 
 func dial(ctx context.Context, t *Target, pin bool) (*Client, error) {
-	c, err := dialOnce(ctx, t, pin)
-	if err != nil {
+	for attempt := 1; ; attempt++ {
+		c, err := dialOnce(ctx, t, pin)
+		if err == nil {
+			return c, nil
+		}
 		var ae *attemptError
-		if errors.As(err, &ae) {
+		if !errors.As(err, &ae) {
+			return nil, err
+		}
+		if ae.permanent || ae.auth || attempt == dialAttempts || !transient(ae.err) {
 			return nil, ae.err
 		}
-		return nil, err
+		// sshd drops a connection at once while it throttles unauthenticated
+		// ones (OpenSSH's MaxStartups, a slow guest under TCG): try again.
+		select {
+		case <-ctx.Done():
+			return nil, ae.err
+		case <-time.After(time.Duration(attempt) * 300 * time.Millisecond):
+		}
 	}
-	return c, nil
+}
+
+// dialAttempts bounds the tries of Dial on a connection the server drops.
+const dialAttempts = 4
+
+// transient tells a server that dropped the connection (EOF or a reset
+// before the handshake finished) from other failures.
+func transient(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) || strings.Contains(err.Error(), "handshake failed: EOF")
 }
 
 // dialOnce makes one connection attempt; errors are *attemptError.

@@ -348,3 +348,19 @@ func TestExtraKeysOffered(t *testing.T) {
 		t.Fatalf("login with an authorized extra key: %v", err)
 	}
 }
+
+// TestDialRetriesDroppedConnections: a server that drops connections at once
+// (sshd throttling unauthenticated ones, MaxStartups) is tried again a few
+// times; one that keeps dropping them fails with the drop.
+func TestDialRetriesDroppedConnections(t *testing.T) {
+	srv := sshtest.Start(t, sshtest.Options{RefuseFirst: 2})
+	tg := newTarget(t, srv)
+	if _, err := Pin(testCtx(t), tg); err != nil {
+		t.Fatalf("pin through two dropped connections: %v", err)
+	}
+	srv2 := sshtest.Start(t, sshtest.Options{RefuseFirst: 100})
+	tg2 := newTarget(t, srv2)
+	if _, err := Pin(testCtx(t), tg2); err == nil || srv2.Refused() != dialAttempts {
+		t.Errorf("a server that always drops: %v after %d connections (want %d tries)", err, srv2.Refused(), dialAttempts)
+	}
+}

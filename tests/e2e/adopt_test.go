@@ -53,7 +53,7 @@ func TestAdoptedConfig(t *testing.T) {
 	w.setVmfile(`memory = "512M"`, `cpus = 1`)
 	w.ok("up")
 	if r := w.run("ssh", "--", "cat", "/mnt/workspace/marker"); r.code != 0 || r.stdout != "from the host\n" {
-		console, _ := os.ReadFile(filepath.Join(w.checkout, ".devvm", "adopted", "console.log"))
+		console, _ := os.ReadFile(filepath.Join(w.vmDir("adopted"), "console.log"))
 		t.Fatalf("the project's share at /mnt/workspace: exit %d, %q, stderr %s\nconsole:\n%s", r.code, r.stdout, r.stderr, console)
 	}
 	if r := w.ok("ssh", "--", "id", "-un"); strings.TrimSpace(r.stdout) != "dev" {

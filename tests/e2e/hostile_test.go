@@ -24,7 +24,8 @@ func TestHostileGuest(t *testing.T) {
 	name := vmName(w.checkout)
 	git := func(args ...string) string {
 		t.Helper()
-		c := exec.Command("git", append([]string{"-C", w.checkout, "-c", "user.name=t", "-c", "user.email=t@t"}, args...)...)
+		// The checkout belongs to the guest user's uid (the harness), not to root.
+		c := exec.Command("git", append([]string{"-C", w.checkout, "-c", "user.name=t", "-c", "user.email=t@t", "-c", "safe.directory=*"}, args...)...)
 		out, err := c.CombinedOutput()
 		if err != nil {
 			t.Fatalf("git %v: %v\n%s", args, err, out)

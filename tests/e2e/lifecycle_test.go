@@ -151,7 +151,7 @@ func (w *world) cleanHalt() {
 		strings.Contains(r.stderr, "failed") || strings.Contains(r.stderr, "did not power off") {
 		w.t.Errorf("halt was not a clean power-off over SSH:\n%s", r.stderr)
 	}
-	console, err := os.ReadFile(filepath.Join(w.checkout, ".devvm", vmName(w.checkout), "console.log"))
+	console, err := os.ReadFile(filepath.Join(w.vmDir(vmName(w.checkout)), "console.log"))
 	if err != nil || !strings.Contains(string(console), "devvm-guest: shutting down") {
 		w.t.Errorf("the guest's console shows no shutdown (%v):\n%s", err, console)
 	}

@@ -10,8 +10,8 @@ func sshConfigCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "ssh-config",
 		Usage: "print an OpenSSH config stanza for the VM (host key pinned, strict checking) for ssh -F, scp, rsync, editors",
-		Description: "devvm also writes it to .devvm/<vm>/ssh_config at every `up`; to use `ssh devvm-<name>` directly add\n" +
-			"   Include /path/to/checkout/.devvm/*/ssh_config\nat the top of ~/.ssh/config.",
+		Description: "devvm also writes it to the VM's state directory at every `up`; to use `ssh devvm-<name>` directly add\n" +
+			"   Include ~/.local/state/devvm/checkouts/*/*/ssh_config\nat the top of ~/.ssh/config.",
 		ArgsUsage: "[MACHINE]",
 		Action: func(c *cli.Context) error {
 			b, _, _, err := openBackend(c)

@@ -84,7 +84,7 @@ func Classify(tail []string, exit int, config, channels string) *BuildError {
 		e.Hint = "check the spelling in " + config + " (or the manifest) with `guix search NAME`; names are case-sensitive and the pinned channels decide what exists"
 	case reKeys.MatchString(text):
 		e.Kind, e.Msg = FailConfig, "the VM config names a key file that does not exist"
-		e.Hint = "devvm writes .devvm/authorized_keys before each build; if " + config + " names another file in (local-file …), create it or fix the path"
+		e.Hint = "devvm writes its authorized_keys (in its state directory) before each build; if " + config + " names another file in (local-file …), create it or fix the path"
 	case reDup.MatchString(text):
 		e.Kind, e.Msg = FailDuplicate, "the VM config declares conflicting services"
 		e.Hint = "a service or file system appears twice in " + config + " (e.g. openssh added twice, or a 9p mount point also passed with --share); remove one"

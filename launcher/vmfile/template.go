@@ -25,7 +25,7 @@ name = @NAME@
 # Virtual CPUs (1 to 256).
 # cpus = 2
 
-# Keep the guest's writes across ` + "`devvm halt`/`devvm up`" + ` (an overlay under .devvm/).
+# Keep the guest's writes across ` + "`devvm halt`/`devvm up`" + ` (an overlay in devvm's state, outside the checkout).
 # persistent = false
 
 # Size of the persistent disk (only with persistent = true; at least "2G").

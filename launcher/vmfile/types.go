@@ -44,7 +44,7 @@ type Vmfile struct {
 	Memory Size `toml:"memory"`
 	// CPUs of the guest.
 	CPUs int `toml:"cpus"`
-	// Persistent keeps guest writes across halt/up in an overlay under .devvm/.
+	// Persistent keeps guest writes across halt/up in an overlay in devvm's state.
 	Persistent bool `toml:"persistent"`
 	// Disk is the size of the persistent disk (guix system vm
 	// --image-size): DefaultDisk unless set; 0 when Persistent is false

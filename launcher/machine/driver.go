@@ -106,7 +106,7 @@ type Build struct {
 
 // Verdict is what a driver observes of a recorded machine.
 type Verdict struct {
-	State  string // backend.Running, backend.Stopped or backend.Broken
+	State  string // backend.Running, Stopped, Broken or Failed (a unit that failed: up starts it again)
 	Reason string
 	// Err, when set, is why the driver could not look at all (the
 	// hypervisor refuses devvm's login): the command fails with it.

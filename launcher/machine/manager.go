@@ -217,8 +217,8 @@ func (mg *Manager) observe(ctx context.Context, m *Machine) (observed, error) {
 	switch {
 	case v.State == backend.Stopped:
 		return observed{rec: &rec, state: backend.Stopped, reason: v.Reason, stale: true}, nil
-	case v.State == backend.Broken:
-		return observed{rec: &rec, state: backend.Broken, reason: v.Reason}, nil
+	case v.State == backend.Broken, v.State == backend.Failed:
+		return observed{rec: &rec, state: v.State, reason: v.Reason}, nil
 	case rec.LoginRefused != "":
 		return observed{rec: &rec, state: backend.Broken, reason: "it runs, but its sshd refuses devvm's login: " + rec.LoginRefused}, nil
 	case !rec.Ready:

@@ -367,7 +367,7 @@ func (r *remote) Probe(ctx context.Context, m *machine.Machine, rec *machine.Rec
 	case "active", "activating", "reloading":
 		return machine.Verdict{State: backend.Running}
 	case "failed":
-		return machine.Verdict{State: backend.Broken, Reason: unit(r.hvName(m.Name)) + " failed: `devvm logs " + m.Name + "` shows why"}
+		return machine.Verdict{State: backend.Failed, Reason: unit(r.hvName(m.Name)) + " failed: `devvm logs " + m.Name + "` shows why; `devvm up " + m.Name + "` starts it again"}
 	case "deactivating":
 		return machine.Verdict{State: backend.Broken, Reason: unit(r.hvName(m.Name)) + " is stopping"}
 	}
